@@ -1,0 +1,244 @@
+"""Configuration: one TOML file and a few environment variables, parsed once into frozen settings."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from relay.errors import ConfigError
+
+STAGES = ("text", "first", "complete", "error")
+ENV_CONFIG = "RELAY_CONFIG"
+ENV_TOKEN = "RELAY_TOKEN"
+ENV_NGROK_AUTHTOKEN = "NGROK_AUTHTOKEN"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    """The public listener: the only one a tunnel points at."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    token: SecretStr = SecretStr("")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    body_timeout: float = Field(default=30.0, gt=0)
+
+
+class AdminSettings(_Section):
+    """The local listener: web page, JSON API, health and metrics. Never tunneled."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8081
+
+
+class StorageSettings(_Section):
+    """Where the TinyDB log and relay's other state live."""
+
+    state_dir: str = ""
+    path: str = ""
+    rotate_records: int = Field(default=1000, ge=10)
+    retention_days: float = Field(default=365.0, ge=0)
+
+
+class TunnelSettings(_Section):
+    """How senders on the internet reach the public listener."""
+
+    provider: Literal["ngrok", "none"] = "ngrok"
+    public_url: str = ""
+    authtoken: SecretStr = SecretStr("")
+    domain: str = ""
+    ngrok_path: str = ""
+    ngrok_config: str = ""
+    startup_timeout: float = Field(default=20.0, gt=0)
+    check_interval: float = Field(default=10.0, gt=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class NotifySettings(_Section):
+    """Alerts through Apprise, and how hard relay tries to deliver them."""
+
+    urls: tuple[SecretStr, ...] = ()
+    config: str = ""
+    events: tuple[Literal["text", "first", "complete", "error"], ...] = ("complete", "error")
+    timeout: float = Field(default=15.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    retry_base: float = Field(default=5.0, gt=0)
+    retry_max: float = Field(default=900.0, gt=0)
+    give_up_after: float = Field(default=24.0, gt=0)
+    burst_limit: int = Field(default=5, ge=1)
+    burst_window: float = Field(default=60.0, gt=0)
+
+
+class LogSettings(_Section):
+    """What relay itself writes to stdout/stderr (journald keeps it)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(_Section):
+    """Every setting relay reads, validated."""
+
+    server: ServerSettings = ServerSettings()
+    admin: AdminSettings = AdminSettings()
+    storage: StorageSettings = StorageSettings()
+    tunnel: TunnelSettings = TunnelSettings()
+    notify: NotifySettings = NotifySettings()
+    log: LogSettings = LogSettings()
+    source: str = Field(default="(defaults)", exclude=True)
+
+    @property
+    def state_dir(self) -> Path:
+        """The folder for the token, the log and the outbox."""
+        return Path(self.storage.state_dir).expanduser() if self.storage.state_dir else default_state_dir()
+
+    @property
+    def log_path(self) -> Path:
+        """The live TinyDB log."""
+        return Path(self.storage.path).expanduser() if self.storage.path else self.state_dir / "callbacks.json"
+
+    @property
+    def outbox_path(self) -> Path:
+        """The TinyDB file holding alerts not yet delivered."""
+        return self.state_dir / "outbox.json"
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin listener, for the CLI to talk to a running instance."""
+        host = "127.0.0.1" if self.admin.host in ("0.0.0.0", "") else self.admin.host
+        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+        return f"http://{host}:{self.admin.port}"
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when run as a unit, else the XDG state folder."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "relay"
+
+
+def candidate_paths() -> list[Path]:
+    """Where a config file is looked for, first match wins (after --config and $RELAY_CONFIG)."""
+    return [
+        Path("relay.toml"),
+        Path.home() / ".config" / "relay" / "config.toml",
+        Path("/etc/relay/config.toml"),
+    ]
+
+
+def find_config(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """Resolve which file to read; an explicitly named file that is missing is an error."""
+    named = explicit or env.get(ENV_CONFIG)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            origin = "--config" if explicit else f"${ENV_CONFIG}"
+            raise ConfigError(f"{origin}: no config file at {path}")
+        return path
+    return next((p for p in candidate_paths() if p.is_file()), None)
+
+
+def load_settings(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Find, read and validate the configuration, applying environment overrides for secrets."""
+    env = os.environ if env is None else env
+    path = find_config(explicit, env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_settings(raw, env, source=str(path) if path else "(defaults)")
+
+
+def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "(defaults)") -> Settings:
+    """Validate a parsed TOML document; errors name the key and the bad value."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    if env.get(ENV_TOKEN):
+        raw.setdefault("server", {})["token"] = env[ENV_TOKEN]
+    if env.get(ENV_NGROK_AUTHTOKEN):
+        raw.setdefault("tunnel", {})["authtoken"] = env[ENV_NGROK_AUTHTOKEN]
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    token = settings.server.token.get_secret_value()
+    if token and (len(token) < 16 or not token.replace("-", "").replace("_", "").isalnum()):
+        raise ConfigError(
+            f"{source}: server.token: must be at least 16 characters of letters, digits, '-' or '_' "
+            "(run `relay init` for a fresh one)"
+        )
+    return settings.model_copy(update={"source": source})
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for error in exc.errors():
+        key = _dotted(error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key (see config.example.toml for the keys relay reads)")
+            continue
+        value = error.get("input")
+        shown = "***" if any(s in key for s in ("token", "urls")) else repr(value)
+        problems.append(f"{key}: {error['msg']} (got {shown})")
+    return f"{source}: " + "; ".join(problems)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def ensure_token(settings: Settings) -> str:
+    """The callback token: from config or env, else generated once and kept in the state directory."""
+    configured = settings.server.token.get_secret_value()
+    if configured:
+        return configured
+    path = settings.state_dir / "token"
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        existing = ""
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc}") from exc
+    if existing:
+        return existing
+    token = new_token()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(token + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the token file {path}: {exc} (set storage.state_dir)") from exc
+    return token
+
+
+def new_token() -> str:
+    """A fresh unguessable path token (256 bits)."""
+    return secrets.token_urlsafe(32)

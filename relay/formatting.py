@@ -1,0 +1,25 @@
+"""Small text formatting shared by alerts, the CLI and the web page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def mmss(seconds: Any) -> str | None:
+    """198.44 -> '3:18'; None for anything that is not a duration."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        return None
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def titles(doc: dict[str, Any]) -> list[str]:
+    """Titles of a delivery's tracks or lyrics, without repeats, in order."""
+    seen: list[str] = []
+    for item in [*(doc.get("tracks") or []), *(doc.get("lyrics") or [])]:
+        title = item.get("title")
+        if title and title not in seen:
+            seen.append(title)
+    return seen

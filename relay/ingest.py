@@ -1,0 +1,93 @@
+"""From raw request bytes to a log document: strict JSON parsing with clear reasons, then extraction."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from relay.payloads import extract
+
+#: Deeper than any provider body by far; deeper values could not be written back out by json.dumps.
+MAX_DEPTH = 128
+
+
+class BadBody(ValueError):
+    """The body is not a JSON document relay can keep; the message is the reason given to the sender."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadBody(f"{name} is not valid JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def parse_body(raw: bytes) -> Any:
+    """Parse a callback body as strict UTF-8 JSON, raising BadBody with a reason a sender can act on."""
+    if not raw.strip():
+        raise BadBody("empty body: expected a JSON object")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadBody(f"body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except BadBody:
+        raise
+    except RecursionError:
+        raise BadBody(f"JSON nested too deeply (relay keeps up to {MAX_DEPTH} levels)") from None
+    except json.JSONDecodeError as exc:
+        raise BadBody(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # Python refuses integers of more than 4300 digits (CVE-2020-10735)
+        raise BadBody(f"not a JSON value relay can keep: {exc}") from None
+    if _depth_exceeds(value, MAX_DEPTH):
+        raise BadBody(f"JSON nested too deeply (relay keeps up to {MAX_DEPTH} levels)")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def fingerprint(payload: Any) -> str:
+    """Identifies a body regardless of key order and whitespace: the provider's retries share it."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def delivery_doc(payload: Any, received_at: str, size: int, public_host: str | None) -> dict[str, Any]:
+    """The log document for an accepted callback: extracted fields plus the body exactly as received."""
+    return {
+        "received_at": received_at,
+        **extract(payload).as_fields(),
+        "public_host": public_host,
+        "size": size,
+        "fingerprint": fingerprint(payload),
+        "payload": payload,
+    }
+
+
+def rejected_doc(
+    raw: bytes, reason: str, status: int, received_at: str, public_host: str | None, truncated: bool = False
+) -> dict[str, Any]:
+    """The log document for a refused request, keeping its bytes (as text, or base64 when not UTF-8)."""
+    doc: dict[str, Any] = {
+        "received_at": received_at,
+        "reason": reason,
+        "status": status,
+        "size": len(raw),
+        "truncated": truncated,
+        "public_host": public_host,
+    }
+    try:
+        doc["body"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["body_base64"] = base64.b64encode(raw).decode("ascii")
+    return doc

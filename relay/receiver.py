@@ -1,0 +1,116 @@
+"""The public callback endpoint: read the body within limits, record it durably, then acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from relay.errors import StoreError
+from relay.ingest import BadBody, delivery_doc, parse_body, rejected_doc
+from relay.metrics import Metrics
+from relay.store import CallbackLog, now_iso
+
+log = logging.getLogger("relay.receiver")
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class _TooLarge(Exception):
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+
+class CallbackReceiver:
+    """Handles `POST /callback/{token}` for the public app."""
+
+    def __init__(
+        self,
+        log_: CallbackLog,
+        token: str,
+        max_body_bytes: int,
+        body_timeout: float,
+        metrics: Metrics,
+        listeners: list[Listener] | None = None,
+    ) -> None:
+        self.log = log_
+        self._token = token.encode()
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.metrics = metrics
+        self.listeners = listeners if listeners is not None else []
+
+    def token_matches(self, candidate: str) -> bool:
+        """Constant-time comparison, so response timing tells nothing about the token."""
+        return hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), self._token)
+
+    async def handle(self, request: Request) -> Response:
+        """Record the callback, then answer 200; refuse bad input with a reason (and keep its bytes)."""
+        started = time.perf_counter()
+        if not self.token_matches(request.path_params["token"]):
+            self.metrics.rejected.labels(reason="token").inc()
+            return JSONResponse({"error": "not found"}, status_code=404)
+        received_at = now_iso()
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._reject(b"", f"body of {declared} bytes exceeds max_body_bytes", 413,
+                                      received_at, host, "too_large", truncated=True)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                raw = await self._read(request)
+        except _TooLarge as exc:
+            return await self._reject(exc.head, f"body exceeds max_body_bytes ({self.max_body_bytes})", 413,
+                                      received_at, host, "too_large", truncated=True)
+        except TimeoutError:
+            return await self._reject(b"", f"body not received within {self.body_timeout:g} s", 408,
+                                      received_at, host, "timeout", truncated=True)
+        except ClientDisconnect:
+            self.metrics.rejected.labels(reason="disconnect").inc()
+            return Response(status_code=400)
+        try:
+            payload = parse_body(raw)
+        except BadBody as exc:
+            return await self._reject(raw, str(exc), 400, received_at, host, "bad_json")
+        try:
+            doc = await self.log.record(delivery_doc(payload, received_at, len(raw), host))
+        except StoreError as exc:
+            self.metrics.rejected.labels(reason="store").inc()
+            # 503 makes the provider retry later; never acknowledge what is not on disk.
+            return JSONResponse({"error": f"cannot record the callback now, retry later: {exc}"}, status_code=503)
+        self.metrics.observe_delivery(doc, time.perf_counter() - started)
+        for listener in self.listeners:
+            try:
+                listener(doc)
+            except Exception:  # a fan-out bug must not turn a recorded callback into a 500
+                log.exception("listener failed for delivery %s", doc["id"])
+        return JSONResponse({"status": "received"})
+
+    async def _read(self, request: Request) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                chunks.append(chunk)
+                raise _TooLarge(b"".join(chunks)[: self.max_body_bytes])
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _reject(
+        self, raw: bytes, reason: str, status: int, received_at: str, host: str | None, metric: str,
+        truncated: bool = False,
+    ) -> Response:
+        self.metrics.rejected.labels(reason=metric).inc()
+        try:
+            await self.log.record_rejected(rejected_doc(raw, reason, status, received_at, host, truncated))
+        except StoreError as exc:
+            log.error("could not record a rejected request: %s", exc)
+        log.warning("rejected a callback (%s): %s", status, reason)
+        return JSONResponse({"error": reason}, status_code=status)

@@ -1,0 +1,120 @@
+"""The running relay: the log, the alert outbox and the tunnel, opened and closed together."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from relay.alerts import AlertSender
+from relay.app import AdminServices
+from relay.config import Settings
+from relay.metrics import Metrics
+from relay.outbox import Outbox
+from relay.receiver import CallbackReceiver
+from relay.store import CallbackLog
+from relay.tunnel import Tunnel, make_tunnel
+
+log = logging.getLogger("relay")
+
+
+class Relay:
+    """Composes relay's parts; `start()` and `stop()` bracket the servers' lifetime."""
+
+    def __init__(self, settings: Settings, token: str, local_port: int, tunnel: Tunnel | None = None) -> None:
+        self.settings = settings
+        self._token = token
+        self.local_port = local_port
+        self.metrics = Metrics()
+        self.log = CallbackLog(settings.log_path, settings.storage.rotate_records, settings.storage.retention_days)
+        self.sender = AlertSender.from_settings(settings.notify)
+        self.outbox = Outbox(settings.outbox_path, self.sender, settings.notify, self.metrics, self.log)
+        self.tunnel = tunnel or make_tunnel(settings.tunnel, local_port, on_url_change=self.outbox.url_changed)
+        self.receiver = CallbackReceiver(
+            self.log, token, settings.server.max_body_bytes, settings.server.body_timeout, self.metrics,
+            listeners=[self.outbox.offer],
+        )
+        self.metrics.gauge("relay_outbox_depth", "Alerts waiting to be delivered", lambda: self.outbox.pending)
+        self.metrics.gauge("relay_dead_alerts", "Alerts given up on", lambda: self.outbox.dead)
+        self.metrics.gauge("relay_tunnel_up", "1 while the tunnel is up", lambda: float(self.tunnel.state == "up"))
+        self.metrics.gauge("relay_log_live_records", "Deliveries in the live log file",
+                           lambda: len(self.log.db.table("callbacks")))
+        self.metrics.gauge("relay_log_bytes", "Size of the live log file", self._log_bytes)
+
+    async def start(self) -> None:
+        """Open the log and the outbox, prune old archives, then bring the tunnel up."""
+        await self.log.open()
+        for path in self.log.prune():
+            log.info("retention: removed %s", path.name)
+        await self.outbox.start()
+        await self.tunnel.start()
+
+    async def stop(self) -> None:
+        """Close the tunnel first (no new traffic), then leave pending alerts in the outbox and flush."""
+        await self.tunnel.stop()
+        await self.outbox.stop()
+        await self.log.close()
+
+    def local_callback_url(self) -> str:
+        """The callback URL on the public listener itself (reachable from this machine)."""
+        host = self.settings.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"http://{host}:{self.local_port}/callback/{self._token}"
+
+    def callback_url(self) -> str | None:
+        """What to paste as `callBackUrl`: the public base plus the token path, or None."""
+        base = self.tunnel.public_url
+        return f"{base}/callback/{self._token}" if base else None
+
+    def public_url_problem(self) -> str:
+        """Why there is no public URL, and what to do about it."""
+        return self.tunnel.problem or "no public URL"
+
+    def status_line(self) -> str:
+        """For systemd's STATUS=: the URL (token masked) and counts."""
+        url = self.tunnel.public_url
+        where = f"{url}/callback/****" if url else "no public URL"
+        return (
+            f"{where}; {len(self.log.db.table('callbacks'))} live deliveries; "
+            f"{self.outbox.pending} alerts pending, {self.outbox.dead} dead"
+        )
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when the log can be written, the tunnel (if any) is up and alerts are not dying."""
+        log_error = self.log.last_error
+        tunnel = {"provider": self.settings.tunnel.provider, "state": self.tunnel.state,
+                  "public_url": self.tunnel.public_url, "problem": self.tunnel.problem or None}
+        alerts = {"pending": self.outbox.pending, "dead": self.outbox.dead, "recent_dead": self.outbox.recent_dead,
+                  "targets": len(self.sender.targets)}
+        problems = []
+        if log_error:
+            problems.append(f"log: {log_error}")
+        if self.tunnel.state not in ("up", "disabled"):
+            problems.append(f"tunnel: {self.tunnel.problem or self.tunnel.state}")
+        if self.outbox.recent_dead:
+            problems.append(f"alerts: {self.outbox.recent_dead} given up on in the last 24 h")
+        detail = {
+            "status": "ok" if not problems else "unhealthy",
+            "problems": problems,
+            "log": {"path": str(self.settings.log_path), "writable": log_error is None, "error": log_error,
+                    "live_records": len(self.log.db.table("callbacks"))},
+            "tunnel": tunnel,
+            "alerts": alerts,
+        }
+        return not problems, detail
+
+    def admin_services(self) -> AdminServices:
+        """What the admin app needs from here."""
+        return AdminServices(
+            log_path=self.settings.log_path,
+            metrics=self.metrics,
+            callback_url=self.callback_url,
+            public_url_problem=self.public_url_problem,
+            health=self.health,
+            alerts_for_task=self.outbox.for_task,
+        )
+
+    def _log_bytes(self) -> float:
+        try:
+            return float(self.settings.log_path.stat().st_size)
+        except OSError:
+            return 0.0

@@ -1,0 +1,215 @@
+"""The callback log: one TinyDB document per delivery, rotated into archive files, read across all of them.
+
+Layout beside `storage.path` (say `callbacks.json`):
+- `callbacks.json`: the live TinyDB file (tables `callbacks` and `rejected`), small because of rotation;
+- `callbacks.json.journal`: changes not yet written into it (see journal.py);
+- `callbacks-archive-<table>-<first id>-<last id>.json`: older deliveries, each a TinyDB file of the same form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from relay.journal import Doc, JournaledDB, atomic_write, read_journal, read_tinydb, render_tables
+from relay.payloads import advance
+
+log = logging.getLogger("relay.store")
+
+TABLES = ("callbacks", "rejected")
+#: How many tasks and payload fingerprints are remembered for duplicate and state tracking. The provider
+#: retries for 21 minutes, so this is generous while keeping memory flat however long the log grows.
+MEMORY = 20_000
+
+
+def archive_pattern(path: Path) -> re.Pattern[str]:
+    """Matches the archive files of the log at `path`, capturing table, first and last id."""
+    return re.compile(re.escape(path.stem) + r"-archive-(callbacks|rejected)-(\d+)-(\d+)\.json")
+
+
+def archives(path: Path, table: str | None = None) -> list[tuple[str, int, int, Path]]:
+    """Archive files beside the log, oldest first, as (table, first id, last id, path)."""
+    pattern = archive_pattern(path)
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in path.parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and (table is None or match[1] == table):
+                found.append((match[1], int(match[2]), int(match[3]), entry))
+    return sorted(found, key=lambda a: (a[0], a[1]))
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: Any) -> datetime | None:
+    """A datetime from a stored `received_at`, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class CallbackLog:
+    """The durable log of deliveries, with per-task state and duplicate detection."""
+
+    def __init__(self, path: Path, rotate_records: int = 1000, retention_days: float = 0) -> None:
+        self.path = path
+        self.rotate_records = rotate_records
+        self.retention_days = retention_days
+        self.db = JournaledDB(path, TABLES)
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self._states: OrderedDict[str, str] = OrderedDict()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last write failed, or None when writing works."""
+        return self.db.last_error
+
+    async def open(self) -> None:
+        """Load the live file, reconcile it with the archives and start writing."""
+        self.db.open()
+        for table in TABLES:
+            done = max((last for _, _, last, _ in archives(self.path, table)), default=0)
+            stale = [doc_id for doc_id in self.db.table(table) if doc_id <= done]
+            if stale:  # a crash between writing an archive and the live file: keep the archived copy
+                self.db.drop_from_memory(table, stale)
+            self.db.continue_ids_after(table, done)
+        for doc in self._recent_for_memory():
+            self._remember(doc)
+        await self.db.start()
+        if any(self.db.table(t) for t in TABLES):
+            await self.db.chore(self.db.flush_now)
+
+    async def close(self) -> None:
+        """Commit everything and release the file."""
+        await self.db.close()
+
+    def _recent_for_memory(self) -> Iterator[Doc]:
+        docs = list(self.db.table("callbacks").values())
+        for _, _, _, path in reversed(archives(self.path, "callbacks")):
+            if len(docs) >= MEMORY:
+                break
+            docs = list(read_tinydb(path).get("callbacks", {}).values()) + docs
+        yield from docs[-MEMORY:]
+
+    def _remember(self, doc: Doc) -> None:
+        fingerprint = doc.get("fingerprint")
+        if isinstance(fingerprint, str):
+            self._seen[fingerprint] = doc.get("id", 0)
+            self._seen.move_to_end(fingerprint)
+            while len(self._seen) > MEMORY:
+                self._seen.popitem(last=False)
+        task_id, state = doc.get("task_id"), doc.get("task_state")
+        if isinstance(task_id, str) and isinstance(state, str):
+            self._states[task_id] = state
+            self._states.move_to_end(task_id)
+            while len(self._states) > MEMORY:
+                self._states.popitem(last=False)
+
+    def task_state(self, task_id: str | None) -> str | None:
+        """The state a task has reached so far (see payloads.advance)."""
+        return self._states.get(task_id) if task_id else None
+
+    async def record(self, doc: Doc) -> Doc:
+        """Add a delivery; returns it with `id`, `duplicate` and `task_state` once it is on disk."""
+        fingerprint = doc.get("fingerprint")
+        duplicate = isinstance(fingerprint, str) and fingerprint in self._seen
+        task_id = doc.get("task_id")
+        state = advance(self.task_state(task_id), doc.get("stage"), doc.get("ok"))
+        doc = {**doc, "id": self.db.next_id("callbacks"), "duplicate": duplicate, "task_state": state}
+        previous_state = self.task_state(task_id)
+        future = self.db.put_nowait("callbacks", doc, doc["id"])
+        self._remember(doc)  # before awaiting, so a concurrent identical delivery is seen as a duplicate
+        try:
+            await future
+        except BaseException:
+            if isinstance(fingerprint, str) and not duplicate:
+                self._seen.pop(fingerprint, None)
+            if isinstance(task_id, str) and previous_state is not None:
+                self._states[task_id] = previous_state
+            elif isinstance(task_id, str):
+                self._states.pop(task_id, None)
+            raise
+        if len(self.db.table("callbacks")) > self.rotate_records * 2:
+            await self.rotate()
+        return doc
+
+    async def record_rejected(self, doc: Doc) -> Doc:
+        """Add a rejected request (bad JSON, too large, stalled) with its raw bytes."""
+        doc = {**doc, "id": self.db.next_id("rejected")}
+        await self.db.put("rejected", doc, doc["id"])
+        if len(self.db.table("rejected")) > self.rotate_records * 2:
+            await self.rotate()
+        return doc
+
+    async def rotate(self) -> None:
+        """Move the oldest deliveries into an archive file, keeping `rotate_records` in the live file."""
+        await self.db.chore(self._rotate_now)
+
+    def _rotate_now(self) -> None:
+        for table in TABLES:
+            docs = self.db.table(table)
+            if len(docs) <= self.rotate_records * 2:
+                continue
+            ids = list(docs)[: len(docs) - self.rotate_records]
+            texts = self.db.texts(table)
+            moved = {doc_id: texts[doc_id] for doc_id in ids}
+            name = f"{self.path.stem}-archive-{table}-{ids[0]:09d}-{ids[-1]:09d}.json"
+            atomic_write(self.path.with_name(name), render_tables({table: moved}))
+            self.db.drop_from_memory(table, ids)
+            log.info("rotated %d %s into %s", len(ids), table, name)
+        self.db.flush_now()
+
+    def prune(self, older_than_days: float | None = None) -> list[Path]:
+        """Delete archive files whose newest delivery is older than the retention period."""
+        days = self.retention_days if older_than_days is None else older_than_days
+        return prune_archives(self.path, days)
+
+
+def prune_archives(path: Path, days: float) -> list[Path]:
+    """Delete the archives of the log at `path` holding only deliveries older than `days` (0 keeps all)."""
+    if days <= 0:
+        return []
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    removed = []
+    for table, _, _, archive in archives(path):
+        docs = read_tinydb(archive).get(table, {})
+        newest = max((t for t in (parse_iso(d.get("received_at")) for d in docs.values()) if t), default=None)
+        if newest is None or newest < cutoff:
+            archive.unlink(missing_ok=True)
+            removed.append(archive)
+    return removed
+
+
+def read_all(path: Path, table: str = "callbacks", newest: int | None = None) -> list[Doc]:
+    """Every document of `table` across the journal, the live file and its archives, oldest first.
+
+    Read in the order documents move (journal, then live file, then archives) so that a rotation or
+    flush happening meanwhile can only show a document twice, which the merge by id absorbs, never hide it.
+    With `newest`, archives are read only as far back as needed.
+    """
+    merged: dict[int, Doc] = {}
+    for op in read_journal(path.with_name(path.name + ".journal")):
+        if op["t"] == table and isinstance(op.get("doc"), dict):
+            merged[op["id"]] = op["doc"]
+    for doc_id, doc in read_tinydb(path).get(table, {}).items():
+        merged.setdefault(doc_id, doc)
+    for _, _, _, archive in reversed(archives(path, table)):
+        if newest is not None and len(merged) >= newest:
+            break
+        for doc_id, doc in read_tinydb(archive).get(table, {}).items():
+            merged.setdefault(doc_id, doc)
+    docs = [merged[k] for k in sorted(merged)]
+    return docs[-newest:] if newest is not None else docs

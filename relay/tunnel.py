@@ -1,0 +1,199 @@
+"""How senders on the internet reach the public listener: an ngrok tunnel kept alive, or a fixed URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from relay.config import TunnelSettings
+from relay.errors import TunnelAuthError, TunnelError
+
+log = logging.getLogger("relay.tunnel")
+
+UrlChanged = Callable[[str | None, str], None]
+_AUTH_HINTS = ("authentication failed", "authtoken", "err_ngrok_105", "err_ngrok_107", "err_ngrok_4018")
+
+
+class Tunnel(Protocol):
+    """What relay needs from a tunnel."""
+
+    public_url: str | None
+    state: str  # "up", "starting", "down", "disabled"
+    problem: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class FixedUrl:
+    """`provider = "none"`: the user's own reverse proxy, Cloudflare or Tailscale serves `public_url`."""
+
+    def __init__(self, public_url: str) -> None:
+        self.public_url = public_url or None
+        self.state = "disabled"
+        self.problem = "" if public_url else 'tunnel.provider is "none" and tunnel.public_url is empty'
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+
+def make_tunnel(settings: TunnelSettings, local_port: int, on_url_change: UrlChanged) -> Tunnel:
+    """The tunnel `[tunnel]` asks for; ngrok without an authtoken (or agent config) means no tunnel."""
+    if settings.provider == "none":
+        return FixedUrl(settings.public_url)
+    if not settings.authtoken.get_secret_value() and not settings.ngrok_config:
+        fixed = FixedUrl(settings.public_url)
+        if not settings.public_url:
+            fixed.problem = (
+                "no ngrok authtoken: set tunnel.authtoken or NGROK_AUTHTOKEN for an ngrok tunnel, "
+                'or tunnel.provider = "none" with tunnel.public_url'
+            )
+        return fixed
+    return NgrokTunnel(settings, local_port, on_url_change)
+
+
+class NgrokTunnel:
+    """An ngrok agent run through pyngrok, pointed at the public listener only, and supervised."""
+
+    def __init__(self, settings: TunnelSettings, local_port: int, on_url_change: UrlChanged) -> None:
+        self.settings = settings
+        self.local_port = local_port
+        self.on_url_change = on_url_change
+        self.public_url: str | None = None
+        self.state = "starting"
+        self.problem = ""
+        self._config: object | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def _pyngrok_config(self) -> object:
+        from pyngrok import conf
+
+        kwargs: dict[str, object] = {"startup_timeout": max(1, int(self.settings.startup_timeout)),
+                                     "monitor_thread": True, "start_new_session": True}
+        if self.settings.ngrok_path:
+            kwargs["ngrok_path"] = self.settings.ngrok_path
+        if self.settings.ngrok_config:
+            kwargs["config_path"] = self.settings.ngrok_config
+        config = conf.PyngrokConfig(**kwargs)
+        # pyngrok would pass the token as `--authtoken T`, visible to anyone running `ps`. The agent reads
+        # NGROK_AUTHTOKEN from its environment instead.
+        config.auth_token = None
+        token = self.settings.authtoken.get_secret_value()
+        if token:
+            os.environ["NGROK_AUTHTOKEN"] = token
+        # pyngrok probes the agent's local API with urllib, which honours http_proxy.
+        no_proxy = {p for p in os.environ.get("NO_PROXY", "").split(",") if p} | {"127.0.0.1", "localhost", "::1"}
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(sorted(no_proxy))
+        return config
+
+    async def start(self) -> None:
+        """Open the tunnel (a failure here is fatal) and start supervising it."""
+        self._config = self._pyngrok_config()
+        path = Path(getattr(self._config, "ngrok_path", ""))
+        if not path.exists():
+            log.warning("no ngrok agent at %s: downloading it now (`relay install-ngrok` does this ahead)", path)
+        await self._open()
+        self._supervisor = asyncio.create_task(self._supervise(), name="tunnel-supervisor")
+
+    async def _open(self) -> None:
+        self.state = "starting"
+        try:
+            async with asyncio.timeout(self.settings.startup_timeout + 5):
+                url = await asyncio.to_thread(self._connect)
+        except TimeoutError:
+            self._kill()
+            self._fail(f"the ngrok agent did not start within {self.settings.startup_timeout:g} s")
+        except TunnelError as exc:
+            self._kill()
+            self.state, self.problem = "down", str(exc)
+            raise
+        old, self.public_url = self.public_url, url
+        self.state, self.problem = "up", ""
+        log.info("tunnel up: %s -> 127.0.0.1:%d", url, self.local_port)
+        if old and old != url:
+            log.warning("the public URL changed from %s to %s", old, url)
+            self.on_url_change(old, url)
+
+    def _fail(self, message: str) -> None:
+        self.state, self.problem = "down", message
+        raise TunnelError(message)
+
+    def _connect(self) -> str:
+        from pyngrok import ngrok
+        from pyngrok.exception import PyngrokError, PyngrokNgrokError
+
+        options: dict[str, str] = {}
+        if self.settings.domain:
+            options["url"] = f"https://{self.settings.domain}"
+        try:
+            tunnel = ngrok.connect(f"http://127.0.0.1:{self.local_port}", pyngrok_config=self._config, **options)
+        except PyngrokNgrokError as exc:
+            reason = str(exc.ngrok_error or exc)
+            if any(hint in reason.lower() for hint in _AUTH_HINTS):
+                raise TunnelAuthError(
+                    f"ngrok refused the authtoken ({reason}): fix tunnel.authtoken or NGROK_AUTHTOKEN"
+                ) from None
+            raise TunnelError(f"the ngrok agent failed: {reason}") from None
+        except (PyngrokError, OSError) as exc:
+            raise TunnelError(f"cannot open the ngrok tunnel: {exc}") from None
+        if not tunnel.public_url:
+            raise TunnelError("the ngrok agent returned no public URL")
+        return str(tunnel.public_url).rstrip("/")
+
+    def _alive(self) -> bool:
+        from pyngrok import ngrok, process
+
+        path = getattr(self._config, "ngrok_path", "")
+        if not process.is_process_running(path):
+            return False
+        try:
+            urls = {str(t.public_url).rstrip("/") for t in ngrok.get_tunnels(pyngrok_config=self._config)}
+        except Exception:  # any failure to read the agent's API means the tunnel is not known to be up
+            return False
+        return self.public_url in urls
+
+    async def _supervise(self) -> None:
+        delay = self.settings.check_interval
+        while True:
+            await asyncio.sleep(delay)
+            if await asyncio.to_thread(self._alive):
+                delay = self.settings.check_interval
+                continue
+            log.warning("the tunnel is down; restarting the ngrok agent")
+            self.state, self.problem = "down", "the ngrok agent died or lost the tunnel"
+            await asyncio.to_thread(self._kill)
+            try:
+                await self._open()
+                delay = self.settings.check_interval
+            except TunnelError as exc:
+                log.error("could not restore the tunnel: %s", exc)
+                delay = min(self.settings.check_interval, 5.0)
+
+    def _kill(self) -> None:
+        from pyngrok import ngrok
+
+        path = getattr(self._config, "ngrok_path", "")
+        with contextlib.suppress(Exception):
+            ngrok.kill(pyngrok_config=self._config)
+        with contextlib.suppress(Exception):
+            from pyngrok import process
+
+            process.kill_process(path)
+
+    async def stop(self) -> None:
+        """Stop supervising, close the tunnel and end the agent process."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await asyncio.to_thread(self._kill)
+        self.state = "down"
