@@ -1,0 +1,156 @@
+"""The public endpoint on a real server: what is acknowledged is on disk, bad input gets a reason."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TOKEN, RelayProcess, wait_for
+from tests.family import FAMILY, music
+
+
+@pytest.fixture
+def relay(make_relay: Any) -> RelayProcess:
+    """A running relay with default settings."""
+    return make_relay()
+
+
+def test_acknowledged_callback_is_in_the_tinydb_file(relay: RelayProcess) -> None:
+    """200 {"status": "received"}, and within 2 s the document is in table `callbacks` with every field."""
+    response = relay.post(music())
+    assert response.status_code == 200
+    assert response.json() == {"status": "received"}
+    docs = wait_for(relay.deliveries, timeout=10)
+    doc = docs[0]
+    for key in ("received_at", "task_id", "stage", "code", "msg", "kind", "ok", "tracks", "duplicate", "payload"):
+        assert key in doc
+    assert doc["payload"] == music()
+    assert doc["tracks"][0]["title"] == "Iron Man"
+    assert set(doc["tracks"][0]) >= {"id", "title", "audio_url", "image_url", "duration", "tags"}
+
+
+@pytest.mark.parametrize("name", list(FAMILY), ids=list(FAMILY))
+def test_every_family_shape_is_accepted(relay: RelayProcess, name: str) -> None:
+    """No callback is rejected for its shape: every family member gets 200 and is kept verbatim."""
+    body = FAMILY[name][0]
+    assert relay.post(body).status_code == 200
+    docs = wait_for(relay.deliveries)
+    assert docs[-1]["payload"] == body
+
+
+def test_wrong_token_is_404_and_not_recorded(relay: RelayProcess) -> None:
+    """A wrong or missing token is 404 and nothing is recorded as a callback."""
+    url = f"http://127.0.0.1:{relay.port}/callback/not-the-token"
+    assert httpx.post(url, json=music()).status_code == 404
+    assert httpx.post(f"http://127.0.0.1:{relay.port}/callback/", json=music()).status_code == 404
+    relay.post(music(task="marker"))
+    assert [d["task_id"] for d in wait_for(relay.deliveries)] == ["marker"]
+
+
+def test_other_paths_and_methods(relay: RelayProcess) -> None:
+    """Everything but POST /callback/{token} is 404/405; admin pages are never served publicly."""
+    base = f"http://127.0.0.1:{relay.port}"
+    assert httpx.get(f"{base}/callback/{TOKEN}").status_code == 405
+    for path in ("/", "/healthz", "/metrics", "/api/callbacks", "/api/url"):
+        assert httpx.get(base + path).status_code == 404
+
+
+BAD_BODIES = {
+    "not-json": b"hello",
+    "empty": b"",
+    "invalid-utf8": b'{"code": 200, "msg": "\xff\xfe"}',
+    "nan": b'{"code": 200, "duration": NaN}',
+    "infinity": b'{"x": -Infinity}',
+    "deep-nesting": b"[" * 100_000 + b"]" * 100_000,
+    "huge-integer": b'{"code": ' + b"9" * 5000 + b"}",
+    "truncated": b'{"code": 200, "data": {',
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_BODIES), ids=list(BAD_BODIES))
+def test_bad_input_gets_400_with_reason_and_raw_bytes_recorded(relay: RelayProcess, name: str) -> None:
+    """Bad bodies get 400 with a reason (never a 5xx), and their bytes land in the `rejected` table."""
+    raw = BAD_BODIES[name]
+    response = relay.post(raw)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+    rejected = wait_for(lambda: relay.cli("log", "--rejected", "--json", check=True).stdout.strip())
+    doc = json.loads(rejected.splitlines()[-1])
+    assert doc["size"] == len(raw)
+    assert doc["reason"] == response.json()["error"]
+    recorded = doc["body"].encode() if "body" in doc else __import__("base64").b64decode(doc["body_base64"])
+    assert recorded == raw
+    assert relay.proc is not None and relay.proc.poll() is None
+
+
+def test_non_object_roots_are_kept(relay: RelayProcess) -> None:
+    """JSON that is not an object is still a callback relay keeps (kind unknown), not an error."""
+    for body in ([1, 2], "text", 42, None):
+        assert relay.post(json.dumps(body).encode()).status_code == 200
+    assert [d["payload"] for d in wait_for(lambda: len(relay.deliveries()) == 4 and relay.deliveries())] == [
+        [1, 2], "text", 42, None]
+
+
+def test_body_over_the_limit_is_413_even_without_content_length(make_relay: Any) -> None:
+    """max_body_bytes is enforced while reading, also for chunked bodies."""
+    relay = make_relay(server={"max_body_bytes": 2048})
+    big = json.dumps({"pad": "x" * 5000}).encode()
+    assert relay.post(big).status_code == 413
+
+    def chunks() -> Any:
+        yield b'{"pad": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+
+    assert httpx.post(relay.callback_url, content=chunks()).status_code == 413
+    assert relay.post(music()).status_code == 200
+
+
+def test_a_stalled_sender_does_not_block_others(make_relay: Any) -> None:
+    """A sender that stops mid-body gets 408 after body_timeout; others are served meanwhile."""
+    relay = make_relay(server={"body_timeout": 3})
+    stalled = socket.create_connection(("127.0.0.1", relay.port))
+    stalled.sendall(
+        f"POST /callback/{TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 1000\r\n\r\n{{\"code\":".encode()
+    )
+    for n in range(5):
+        assert relay.post(music(task=f"t{n}")).status_code == 200
+    stalled.settimeout(30)
+    assert b" 408 " in stalled.recv(4096)
+    stalled.close()
+
+
+def test_duplicates_are_flagged_and_each_delivery_kept(relay: RelayProcess) -> None:
+    """A retried delivery is its own record with duplicate=true."""
+    for _ in range(3):
+        assert relay.post(music()).status_code == 200
+    docs = wait_for(lambda: len(relay.deliveries()) == 3 and relay.deliveries())
+    assert [d["duplicate"] for d in docs] == [False, True, True]
+
+
+def test_concurrent_identical_deliveries_flag_all_but_one(relay: RelayProcess) -> None:
+    """Even arriving at once, only one of several identical deliveries is the original."""
+    threads = [threading.Thread(target=relay.post, args=(music(task="same"),)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    docs = wait_for(lambda: len(relay.deliveries()) == 8 and relay.deliveries())
+    assert sum(not d["duplicate"] for d in docs) == 1
+
+
+def test_task_state_moves_forward_only(relay: RelayProcess) -> None:
+    """A late `first` after `complete` leaves the task complete in the API and the CLI."""
+    for stage in ("text", "complete", "first"):
+        relay.post(music(stage, task="fw"))
+    view = wait_for(lambda: (r := httpx.get(f"{relay.admin}/api/tasks/fw")).status_code == 200
+                    and len(r.json()["deliveries"]) == 3 and r.json())
+    assert view["state"] == "complete"
+    assert relay.cli("show", "fw").stdout.startswith("task fw: complete")
