@@ -61,7 +61,7 @@ def load_targets(settings: NotifySettings) -> tuple[list[Target], list[str]]:
         if not config.add(settings.config):
             problems.append(f"notify.config: cannot read Apprise config {settings.config!r}")
         else:
-            servers = config.servers()
+            servers = config.services()
             if not servers:
                 problems.append(f"notify.config: {settings.config!r} holds no URL Apprise understands")
             targets += [_target(plugin) for plugin in servers]
@@ -69,8 +69,12 @@ def load_targets(settings: NotifySettings) -> tuple[list[Target], list[str]]:
 
 
 def _target(plugin: Any) -> Target:
-    return Target(key=plugin.url_id() or plugin.url(privacy=True), masked=plugin.url(privacy=True),
-                  tags={t.lower() for t in plugin.tags}, plugin=plugin)
+    return Target(
+        key=plugin.url_id() or plugin.url(privacy=True),
+        masked=plugin.url(privacy=True),
+        tags={t.lower() for t in plugin.tags},
+        plugin=plugin,
+    )
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,10 @@ class AlertSender:
         try:
             async with asyncio.timeout(self.timeout):
                 ok = await asyncio.to_thread(
-                    target.plugin.notify, body=body or message.title, title=message.title, body_format=body_format
+                    target.plugin.notify,
+                    body=body or message.title,
+                    title=message.title,
+                    body_format=body_format,
                 )
         except TimeoutError:
             return SendResult(False, f"no answer within {self.timeout:g} s")

@@ -57,8 +57,13 @@ def _filters(request: Request) -> Filters:
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
     stage = params.get("stage") or None
-    return Filters(task=params.get("task") or None, stage=stage, failed=params.get("failed") in ("1", "true"),
-                   since=since, limit=max(0, min(limit, 10_000)))
+    return Filters(
+        task=params.get("task") or None,
+        stage=stage,
+        failed=params.get("failed") in ("1", "true"),
+        since=since,
+        limit=max(0, min(limit, 10_000)),
+    )
 
 
 def _deliveries(log_path: Path, filters: Filters, table: str = "callbacks") -> list[dict[str, Any]]:

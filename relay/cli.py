@@ -102,8 +102,16 @@ def url(config_path: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="The newest N (default 50 for the table).")
 @click.option("--rejected", is_flag=True, help="List rejected requests instead (reason, size, body).")
 @handle_errors
-def log_command(config_path: str | None, as_json: bool, task: str | None, stage: str | None, failed: bool,
-                since: str | None, limit: int | None, rejected: bool) -> None:
+def log_command(
+    config_path: str | None,
+    as_json: bool,
+    task: str | None,
+    stage: str | None,
+    failed: bool,
+    since: str | None,
+    limit: int | None,
+    rejected: bool,
+) -> None:
     """Show recorded deliveries, across the live log and its archives.
 
     \b
@@ -113,8 +121,13 @@ def log_command(config_path: str | None, as_json: bool, task: str | None, stage:
         relay log --rejected
     """
     settings = _settings(config_path)
-    filters = Filters(task=task, stage=stage, failed=failed, since=parse_since(since) if since else None,
-                      limit=limit if limit is not None else (None if as_json else 50))
+    filters = Filters(
+        task=task,
+        stage=stage,
+        failed=failed,
+        since=parse_since(since) if since else None,
+        limit=limit if limit is not None else (None if as_json else 50),
+    )
     table = "rejected" if rejected else "callbacks"
     newest = None if filters.needs_everything else filters.limit
     docs = select(read_all(settings.log_path, table, newest=newest), filters)
@@ -160,8 +173,12 @@ def show(config_path: str | None, task_id: str, as_json: bool) -> None:
     alerts = [a for a in _alerts(settings) if a.get("task_id") == task_id]
     state = task_state(deliveries)
     if as_json:
-        click.echo(json.dumps({"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts},
-                              ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts},
+                ensure_ascii=False,
+            )
+        )
     else:
         click.echo(show_task(task_id, state, deliveries, alerts))
 

@@ -15,7 +15,7 @@ from relay.errors import ConfigError
 
 STAGES = ("text", "first", "complete", "error")
 ENV_CONFIG = "RELAY_CONFIG"
-ENV_TOKEN = "RELAY_TOKEN"
+ENV_TOKEN = "RELAY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_NGROK_AUTHTOKEN = "NGROK_AUTHTOKEN"
 
 Port = Annotated[int, Field(ge=0, le=65535)]

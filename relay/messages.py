@@ -27,8 +27,15 @@ CODE_MEANINGS = {
 }
 
 _KIND_NAMES = {
-    "music": "Music", "lyrics": "Lyrics", "wav": "WAV conversion", "stems": "Stem separation",
-    "midi": "MIDI", "video": "Music video", "cover": "Cover image", "voice": "Custom voice", "unknown": "Task",
+    "music": "Music",
+    "lyrics": "Lyrics",
+    "wav": "WAV conversion",
+    "stems": "Stem separation",
+    "midi": "MIDI",
+    "video": "Music video",
+    "cover": "Cover image",
+    "voice": "Custom voice",
+    "unknown": "Task",
 }
 
 
@@ -139,7 +146,10 @@ def _track_lines(track: dict[str, Any], md: list[str], txt: list[str]) -> None:
     md.append(f"**{name}**" + (f" · {' · '.join(facts)}" if facts else ""))
     txt.append(name + (f" ({', '.join(facts)})" if facts else ""))
     audio = track.get("audio_url")
-    links = [("Listen", audio) if audio else ("Stream", track.get("stream_audio_url")), ("Cover", track.get("image_url"))]
+    links = [
+        ("Listen", audio) if audio else ("Stream", track.get("stream_audio_url")),
+        ("Cover", track.get("image_url")),
+    ]
     for label, url in links:
         if url:
             md.append(f"- [{label}]({url})")

@@ -34,12 +34,16 @@ class Metrics:
         self.duplicates = Counter("relay_duplicates", "Deliveries repeating an earlier one", registry=self.registry)
         self.rejected = Counter("relay_rejected_requests", "Requests refused", ["reason"], registry=self.registry)
         self.ack_latency = Histogram(
-            "relay_ack_latency_seconds", "From request to acknowledgement", buckets=LATENCY_BUCKETS,
+            "relay_ack_latency_seconds",
+            "From request to acknowledgement",
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.alerts = Counter("relay_alerts", "Alert sends by result", ["result"], registry=self.registry)
         self.alert_latency = Histogram(
-            "relay_alert_latency_seconds", "From callback to alert delivered", registry=self.registry,
+            "relay_alert_latency_seconds",
+            "From callback to alert delivered",
+            registry=self.registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
         self._gauges = _Gauges()

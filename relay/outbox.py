@@ -116,17 +116,37 @@ class Outbox:
         self._cursor_value = max(self._cursor_value, doc["id"])
 
     async def enqueue(
-        self, message: Message, key: str, task_id: str | None = None, delivery_id: int | None = None,
+        self,
+        message: Message,
+        key: str,
+        task_id: str | None = None,
+        delivery_id: int | None = None,
         targets: list[Target] | None = None,
     ) -> int:
         """Record an alert durably (before any send) and wake the worker."""
         chosen = [t for t in (targets or self.sender.targets) if t.wants(message.category)]
         row = {
-            "key": key, "task_id": task_id, "delivery_id": delivery_id, "category": message.category,
-            "title": message.title, "markdown": message.markdown, "text": message.text,
-            "created_at": now_iso(), "created": time.time(), "state": "pending" if chosen else "sent",
-            "targets": [{"key": t.key, "target": t.masked, "state": "pending", "attempts": 0, "next_at": 0.0,
-                         "error": None} for t in chosen],
+            "key": key,
+            "task_id": task_id,
+            "delivery_id": delivery_id,
+            "category": message.category,
+            "title": message.title,
+            "markdown": message.markdown,
+            "text": message.text,
+            "created_at": now_iso(),
+            "created": time.time(),
+            "state": "pending" if chosen else "sent",
+            "targets": [
+                {
+                    "key": t.key,
+                    "target": t.masked,
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_at": 0.0,
+                    "error": None,
+                }
+                for t in chosen
+            ],
         }
         doc_id = await self.db.put("alerts", row)
         self._wake.set()
@@ -134,7 +154,9 @@ class Outbox:
 
     def url_changed(self, old: str | None, new: str) -> None:
         """Tunnel callback: alert that tasks submitted with the old URL will not call back."""
-        asyncio.ensure_future(self.enqueue(messages.url_changed(old, new), key=f"url:{new}:{time.time()}"))
+        task = asyncio.ensure_future(self.enqueue(messages.url_changed(old, new), key=f"url:{new}:{time.time()}"))
+        self._inflight.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._inflight.discard)
 
     def _stored_cursor(self) -> int:
         meta = self.db.table("meta").get(1, {})

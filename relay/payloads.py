@@ -274,9 +274,11 @@ def _artifacts(kind: str, data: _Obj, root: _Obj) -> tuple[list[dict[str, str]],
     elif kind == "midi":
         instruments = data.get("instruments")
         names = [as_text(_Obj(i).get("name")) for i in instruments] if isinstance(instruments, list) else []
-        notes = sum(
-            len(n) for n in (_Obj(i).get("notes") for i in instruments or []) if isinstance(n, list)
-        ) if isinstance(instruments, list) else 0
+        notes = (
+            sum(len(n) for n in (_Obj(i).get("notes") for i in instruments or []) if isinstance(n, list))
+            if isinstance(instruments, list)
+            else 0
+        )
         details = {"instruments": [n for n in names if n][:50], "notes": notes}
         state = (data.text("state") or "").lower()
         if state:

@@ -60,17 +60,38 @@ class CallbackReceiver:
         host = request.headers.get("x-forwarded-host") or request.headers.get("host")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await self._reject(b"", f"body of {declared} bytes exceeds max_body_bytes", 413,
-                                      received_at, host, "too_large", truncated=True)
+            return await self._reject(
+                b"",
+                f"body of {declared} bytes exceeds max_body_bytes",
+                413,
+                received_at,
+                host,
+                "too_large",
+                truncated=True,
+            )
         try:
             async with asyncio.timeout(self.body_timeout):
                 raw = await self._read(request)
         except _TooLarge as exc:
-            return await self._reject(exc.head, f"body exceeds max_body_bytes ({self.max_body_bytes})", 413,
-                                      received_at, host, "too_large", truncated=True)
+            return await self._reject(
+                exc.head,
+                f"body exceeds max_body_bytes ({self.max_body_bytes})",
+                413,
+                received_at,
+                host,
+                "too_large",
+                truncated=True,
+            )
         except TimeoutError:
-            return await self._reject(b"", f"body not received within {self.body_timeout:g} s", 408,
-                                      received_at, host, "timeout", truncated=True)
+            return await self._reject(
+                b"",
+                f"body not received within {self.body_timeout:g} s",
+                408,
+                received_at,
+                host,
+                "timeout",
+                truncated=True,
+            )
         except ClientDisconnect:
             self.metrics.rejected.labels(reason="disconnect").inc()
             return Response(status_code=400)
@@ -104,7 +125,13 @@ class CallbackReceiver:
         return b"".join(chunks)
 
     async def _reject(
-        self, raw: bytes, reason: str, status: int, received_at: str, host: str | None, metric: str,
+        self,
+        raw: bytes,
+        reason: str,
+        status: int,
+        received_at: str,
+        host: str | None,
+        metric: str,
         truncated: bool = False,
     ) -> Response:
         self.metrics.rejected.labels(reason=metric).inc()

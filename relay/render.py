@@ -32,8 +32,13 @@ def delivery_table(docs: list[dict[str, Any]], alerts: dict[int, str]) -> str:
         return "no deliveries"
     rows = [
         [
-            _cell(d.get("received_at"), 24), _cell(d.get("task_id") or "-", 36), d.get("kind") or "-",
-            d.get("stage") or "-", _result(d), alerts.get(d.get("id", 0), "-"), _cell(", ".join(titles(d)), 40),
+            _cell(d.get("received_at"), 24),
+            _cell(d.get("task_id") or "-", 36),
+            d.get("kind") or "-",
+            d.get("stage") or "-",
+            _result(d),
+            alerts.get(d.get("id", 0), "-"),
+            _cell(", ".join(titles(d)), 40),
         ]
         for d in docs
     ]
@@ -63,7 +68,11 @@ def show_task(task_id: str, state: str | None, deliveries: list[dict[str, Any]],
         for t in d.get("tracks") or []:
             facts = ", ".join(f for f in (mmss(t.get("duration")), t.get("tags")) if f)
             out.append(f"    {t.get('title') or 'untitled'}" + (f" ({facts})" if facts else ""))
-            for label, key in (("audio", "audio_url"), ("stream", "stream_audio_url"), ("image", "image_url")):
+            for label, key in (
+                ("audio", "audio_url"),
+                ("stream", "stream_audio_url"),
+                ("image", "image_url"),
+            ):
                 if t.get(key):
                     out.append(f"      {label}: {t[key]}")
         for link in d.get("links") or []:

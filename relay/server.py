@@ -86,7 +86,10 @@ def serve(settings: Settings) -> int:
     configure_logging(settings, redactor)
     token = ensure_token(settings)
     redactor.add(token)
-    for secret in (settings.tunnel.authtoken.get_secret_value(), *(u.get_secret_value() for u in settings.notify.urls)):
+    for secret in (
+        settings.tunnel.authtoken.get_secret_value(),
+        *(u.get_secret_value() for u in settings.notify.urls),
+    ):
         redactor.add(secret)
     return asyncio.run(_serve(settings, token))
 

@@ -30,14 +30,21 @@ class Relay:
         self.outbox = Outbox(settings.outbox_path, self.sender, settings.notify, self.metrics, self.log)
         self.tunnel = tunnel or make_tunnel(settings.tunnel, local_port, on_url_change=self.outbox.url_changed)
         self.receiver = CallbackReceiver(
-            self.log, token, settings.server.max_body_bytes, settings.server.body_timeout, self.metrics,
+            self.log,
+            token,
+            settings.server.max_body_bytes,
+            settings.server.body_timeout,
+            self.metrics,
             listeners=[self.outbox.offer],
         )
         self.metrics.gauge("relay_outbox_depth", "Alerts waiting to be delivered", lambda: self.outbox.pending)
         self.metrics.gauge("relay_dead_alerts", "Alerts given up on", lambda: self.outbox.dead)
         self.metrics.gauge("relay_tunnel_up", "1 while the tunnel is up", lambda: float(self.tunnel.state == "up"))
-        self.metrics.gauge("relay_log_live_records", "Deliveries in the live log file",
-                           lambda: len(self.log.db.table("callbacks")))
+        self.metrics.gauge(
+            "relay_log_live_records",
+            "Deliveries in the live log file",
+            lambda: len(self.log.db.table("callbacks")),
+        )
         self.metrics.gauge("relay_log_bytes", "Size of the live log file", self._log_bytes)
 
     async def start(self) -> None:
@@ -81,10 +88,18 @@ class Relay:
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy when the log can be written, the tunnel (if any) is up and alerts are not dying."""
         log_error = self.log.last_error
-        tunnel = {"provider": self.settings.tunnel.provider, "state": self.tunnel.state,
-                  "public_url": self.tunnel.public_url, "problem": self.tunnel.problem or None}
-        alerts = {"pending": self.outbox.pending, "dead": self.outbox.dead, "recent_dead": self.outbox.recent_dead,
-                  "targets": len(self.sender.targets)}
+        tunnel = {
+            "provider": self.settings.tunnel.provider,
+            "state": self.tunnel.state,
+            "public_url": self.tunnel.public_url,
+            "problem": self.tunnel.problem or None,
+        }
+        alerts = {
+            "pending": self.outbox.pending,
+            "dead": self.outbox.dead,
+            "recent_dead": self.outbox.recent_dead,
+            "targets": len(self.sender.targets),
+        }
         problems = []
         if log_error:
             problems.append(f"log: {log_error}")
@@ -95,8 +110,12 @@ class Relay:
         detail = {
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
-            "log": {"path": str(self.settings.log_path), "writable": log_error is None, "error": log_error,
-                    "live_records": len(self.log.db.table("callbacks"))},
+            "log": {
+                "path": str(self.settings.log_path),
+                "writable": log_error is None,
+                "error": log_error,
+                "live_records": len(self.log.db.table("callbacks")),
+            },
             "tunnel": tunnel,
             "alerts": alerts,
         }

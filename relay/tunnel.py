@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from pyngrok.conf import PyngrokConfig
+
 from relay.config import TunnelSettings
 from relay.errors import TunnelAuthError, TunnelError
 
@@ -71,19 +73,17 @@ class NgrokTunnel:
         self.public_url: str | None = None
         self.state = "starting"
         self.problem = ""
-        self._config: object | None = None
+        self._config: PyngrokConfig | None = None
         self._supervisor: asyncio.Task[None] | None = None
 
-    def _pyngrok_config(self) -> object:
-        from pyngrok import conf
-
-        kwargs: dict[str, object] = {"startup_timeout": max(1, int(self.settings.startup_timeout)),
-                                     "monitor_thread": True, "start_new_session": True}
-        if self.settings.ngrok_path:
-            kwargs["ngrok_path"] = self.settings.ngrok_path
-        if self.settings.ngrok_config:
-            kwargs["config_path"] = self.settings.ngrok_config
-        config = conf.PyngrokConfig(**kwargs)
+    def _pyngrok_config(self) -> PyngrokConfig:
+        config = PyngrokConfig(
+            ngrok_path=self.settings.ngrok_path or None,
+            config_path=self.settings.ngrok_config or None,
+            startup_timeout=max(1, int(self.settings.startup_timeout)),
+            monitor_thread=True,
+            start_new_session=True,
+        )
         # pyngrok would pass the token as `--authtoken T`, visible to anyone running `ps`. The agent reads
         # NGROK_AUTHTOKEN from its environment instead.
         config.auth_token = None
@@ -91,7 +91,11 @@ class NgrokTunnel:
         if token:
             os.environ["NGROK_AUTHTOKEN"] = token
         # pyngrok probes the agent's local API with urllib, which honours http_proxy.
-        no_proxy = {p for p in os.environ.get("NO_PROXY", "").split(",") if p} | {"127.0.0.1", "localhost", "::1"}
+        no_proxy = {p for p in os.environ.get("NO_PROXY", "").split(",") if p} | {
+            "127.0.0.1",
+            "localhost",
+            "::1",
+        }
         os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(sorted(no_proxy))
         return config
 

@@ -74,7 +74,11 @@ class RelayProcess:
         with (self.dir / "relay.out").open("a") as log_file:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
-                stdout=log_file, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=self.dir,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=self.env,
+                cwd=self.dir,
             )
         if wait:
             wait_for(self._healthy_or_dead)
@@ -107,7 +111,11 @@ class RelayProcess:
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "relay", *args, "--config", str(self.config_path)],
-            capture_output=True, text=True, env=self.env, cwd=self.dir, timeout=120,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.dir,
+            timeout=120,
         )
         if check:
             assert result.returncode == 0, result.stderr
@@ -142,7 +150,10 @@ def make_relay(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
         sections: dict[str, dict[str, Any]] = {
             "server": {"host": "127.0.0.1", "port": port, "token": TOKEN},
             "admin": {"host": "127.0.0.1", "port": admin_port},
-            "storage": {"state_dir": str(tmp_path / "state"), "path": str(tmp_path / "state" / "callbacks.json")},
+            "storage": {
+                "state_dir": str(tmp_path / "state"),
+                "path": str(tmp_path / "state" / "callbacks.json"),
+            },
             "tunnel": {"provider": "none", "public_url": "https://relay.example.test"},
             "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0},
         }

@@ -27,7 +27,18 @@ def test_acknowledged_callback_is_in_the_tinydb_file(relay: RelayProcess) -> Non
     assert response.json() == {"status": "received"}
     docs = wait_for(relay.deliveries, timeout=10)
     doc = docs[0]
-    for key in ("received_at", "task_id", "stage", "code", "msg", "kind", "ok", "tracks", "duplicate", "payload"):
+    for key in (
+        "received_at",
+        "task_id",
+        "stage",
+        "code",
+        "msg",
+        "kind",
+        "ok",
+        "tracks",
+        "duplicate",
+        "payload",
+    ):
         assert key in doc
     assert doc["payload"] == music()
     assert doc["tracks"][0]["title"] == "Iron Man"
@@ -85,7 +96,8 @@ def test_bad_input_gets_400_with_reason_and_raw_bytes_recorded(relay: RelayProce
     assert doc["reason"] == response.json()["error"]
     recorded = doc["body"].encode() if "body" in doc else __import__("base64").b64decode(doc["body_base64"])
     assert recorded == raw
-    assert relay.proc is not None and relay.proc.poll() is None
+    assert relay.proc is not None
+    assert relay.proc.poll() is None
 
 
 def test_non_object_roots_are_kept(relay: RelayProcess) -> None:
@@ -93,7 +105,11 @@ def test_non_object_roots_are_kept(relay: RelayProcess) -> None:
     for body in ([1, 2], "text", 42, None):
         assert relay.post(json.dumps(body).encode()).status_code == 200
     assert [d["payload"] for d in wait_for(lambda: len(relay.deliveries()) == 4 and relay.deliveries())] == [
-        [1, 2], "text", 42, None]
+        [1, 2],
+        "text",
+        42,
+        None,
+    ]
 
 
 def test_body_over_the_limit_is_413_even_without_content_length(make_relay: Any) -> None:
@@ -118,7 +134,7 @@ def test_a_stalled_sender_does_not_block_others(make_relay: Any) -> None:
     stalled = socket.create_connection(("127.0.0.1", relay.port))
     stalled.sendall(
         f"POST /callback/{TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: 1000\r\n\r\n{{\"code\":".encode()
+        f'Content-Length: 1000\r\n\r\n{{"code":'.encode()
     )
     for n in range(5):
         assert relay.post(music(task=f"t{n}")).status_code == 200
@@ -150,7 +166,12 @@ def test_task_state_moves_forward_only(relay: RelayProcess) -> None:
     """A late `first` after `complete` leaves the task complete in the API and the CLI."""
     for stage in ("text", "complete", "first"):
         relay.post(music(stage, task="fw"))
-    view = wait_for(lambda: (r := httpx.get(f"{relay.admin}/api/tasks/fw")).status_code == 200
-                    and len(r.json()["deliveries"]) == 3 and r.json())
+    view = wait_for(
+        lambda: (
+            (r := httpx.get(f"{relay.admin}/api/tasks/fw")).status_code == 200
+            and len(r.json()["deliveries"]) == 3
+            and r.json()
+        )
+    )
     assert view["state"] == "complete"
     assert relay.cli("show", "fw").stdout.startswith("task fw: complete")
