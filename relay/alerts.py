@@ -72,7 +72,7 @@ def _target(plugin: Any) -> Target:
     return Target(
         key=plugin.url_id() or plugin.url(privacy=True),
         masked=plugin.url(privacy=True),
-        tags={t.lower() for t in plugin.tags},
+        tags={str(t).lower() for t in plugin.tags},
         plugin=plugin,
     )
 

@@ -50,6 +50,7 @@ class Outbox:
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._chain: asyncio.Future[Any] | None = None
         self._cursor_value = 0
+        self._record_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -262,6 +263,11 @@ class Outbox:
             log.warning("alert to %s failed: %s", target.masked, result.error)
 
     async def _record(self, doc_id: int, key: str, ok: bool, error: str | None, digest: bool) -> None:
+        # Targets of one row finish concurrently: serialize read-modify-write, or one result would be lost.
+        async with self._record_lock:
+            await self._record_locked(doc_id, key, ok, error, digest)
+
+    async def _record_locked(self, doc_id: int, key: str, ok: bool, error: str | None, digest: bool) -> None:
         row = self.db.table("alerts")[doc_id]
         now = time.time()
         targets = []
