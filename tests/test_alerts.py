@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
-from typing import Any
 
 from relay.messages import build, category
 from relay.payloads import extract
