@@ -1,0 +1,110 @@
+"""The ngrok tunnel through pyngrok, against a fake agent that forwards on loopback (no ngrok cloud)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TOKEN, CaptureServer, wait_for
+from tests.family import music
+
+FAKE = Path(__file__).with_name("fake_ngrok.py")
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> dict[str, str]:
+    """tunnel settings pointing pyngrok at the fake agent."""
+    exe = tmp_path / "ngrok"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    exe.chmod(0o755)
+    (tmp_path / "ngrok.yml").write_text('version: "3"\n')
+    return {
+        "provider": "ngrok",
+        "public_url": "",
+        "authtoken": "good-token-123",
+        "ngrok_path": str(exe),
+        "ngrok_config": str(tmp_path / "ngrok.yml"),
+        "check_interval": 0.5,
+    }
+
+
+def state(tmp_path: Path) -> dict[str, Any]:
+    return json.loads((tmp_path / "fake.json").read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_callback_through_the_tunnel(make_relay: Any, agent: dict[str, str], tmp_path: Path) -> None:
+    """`relay url` gives the tunnel's URL; a POST through it is recorded with the public host; admin is unreachable."""
+    relay = make_relay(tunnel=agent, env={"FAKE_NGROK_STATE": str(tmp_path / "fake.json")})
+    url = relay.cli("url", check=True).stdout.strip()
+    assert url == f"{state(tmp_path)['public_url']}/callback/{TOKEN}"
+    assert httpx.post(url, json=music(task="tun")).status_code == 200
+    doc = wait_for(relay.deliveries)[0]
+    assert doc["task_id"] == "tun"
+    base = state(tmp_path)["public_url"]
+    for path in ("/", "/healthz", "/metrics", "/api/url", "/api/callbacks"):
+        assert httpx.get(base + path, headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 404
+    assert "good-token-123" not in relay.read_output()
+
+
+def test_killed_agent_is_restored_and_url_change_alerts(
+    make_relay: Any, agent: dict[str, str], tmp_path: Path, capture: CaptureServer
+) -> None:
+    """The agent killed: relay restarts it, gets a new URL, and an alert says the URL changed."""
+    relay = make_relay(
+        tunnel=agent,
+        env={"FAKE_NGROK_STATE": str(tmp_path / "fake.json")},
+        notify={"urls": [f"json://127.0.0.1:{capture.port}/"]},
+    )
+    first = state(tmp_path)
+    os.kill(first["pid"], 9)
+    wait_for(lambda: state(tmp_path)["pid"] != first["pid"], timeout=60)
+    new_url = wait_for(lambda: (u := relay.cli("url").stdout.strip()) and first["public_url"] not in u and u)
+    assert httpx.post(new_url, json=music(task="after")).status_code == 200
+    body = wait_for(lambda: [b for b in capture.json_bodies() if "URL changed" in b["title"]], timeout=60)[0]
+    assert state(tmp_path)["public_url"] in body["message"]
+    pid = state(tmp_path)["pid"]
+    assert relay.stop() == 0
+    wait_for(lambda: not alive(pid), timeout=30)
+
+
+def test_static_domain_survives_restart(make_relay: Any, agent: dict[str, str], tmp_path: Path) -> None:
+    """With tunnel.domain the callback URL is the same after a restart, and no agent is left after stop."""
+    relay = make_relay(
+        tunnel={**agent, "domain": "relay-home.ngrok.app"}, env={"FAKE_NGROK_STATE": str(tmp_path / "fake.json")}
+    )
+    expected = f"https://relay-home.ngrok.app/callback/{TOKEN}"
+    assert relay.cli("url", check=True).stdout.strip() == expected
+    pid = state(tmp_path)["pid"]
+    assert relay.stop() == 0
+    wait_for(lambda: not alive(pid), timeout=30)
+    relay.start()
+    assert relay.cli("url", check=True).stdout.strip() == expected
+    port = state(tmp_path)["proxy_port"]
+    response = httpx.post(f"http://127.0.0.1:{port}/callback/{TOKEN}", json=music(task="static"))
+    assert response.status_code == 200
+    assert wait_for(relay.deliveries)[-1]["public_host"] == "relay-home.ngrok.app"
+
+
+def test_auth_failure_is_one_line_and_exit_3(make_relay: Any, agent: dict[str, str]) -> None:
+    """An authtoken ngrok refuses stops relay with one clear line naming what to fix, exit 3."""
+    relay = make_relay(start=False, tunnel={**agent, "authtoken": "bad-token"})
+    relay.start(wait=False)
+    assert relay.proc is not None
+    assert relay.proc.wait(60) == 3
+    output = relay.read_output()
+    assert "NGROK_AUTHTOKEN" in output
+    assert "Traceback" not in output
