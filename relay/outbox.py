@@ -70,9 +70,8 @@ class Outbox:
         self._cursor_value = self._stored_cursor()
         newest = self.log.db.next_id("callbacks") - 1
         if self._cursor_value < newest:
-            for doc in read_all(self.log.path):
-                if doc.get("id", 0) > self._cursor_value:
-                    await self._consider(doc)
+            for doc in read_all(self.log.path, after=self._cursor_value):
+                await self._consider(doc)
         await self._persist_cursor()
         self._task = asyncio.create_task(self._run(), name="outbox")
 

@@ -193,12 +193,13 @@ def prune_archives(path: Path, days: float) -> list[Path]:
     return removed
 
 
-def read_all(path: Path, table: str = "callbacks", newest: int | None = None) -> list[Doc]:
+def read_all(path: Path, table: str = "callbacks", newest: int | None = None, after: int = 0) -> list[Doc]:
     """Every document of `table` across the journal, the live file and its archives, oldest first.
 
     Read in the order documents move (journal, then live file, then archives) so that a rotation or
     flush happening meanwhile can only show a document twice, which the merge by id absorbs, never hide it.
-    With `newest`, archives are read only as far back as needed.
+    With `newest`, archives are read only as far back as needed; with `after`, archives holding only
+    older ids are skipped.
     """
     merged: dict[int, Doc] = {}
     for op in read_journal(path.with_name(path.name + ".journal")):
@@ -206,10 +207,10 @@ def read_all(path: Path, table: str = "callbacks", newest: int | None = None) ->
             merged[op["id"]] = op["doc"]
     for doc_id, doc in read_tinydb(path).get(table, {}).items():
         merged.setdefault(doc_id, doc)
-    for _, _, _, archive in reversed(archives(path, table)):
-        if newest is not None and len(merged) >= newest:
+    for _, _, last, archive in reversed(archives(path, table)):
+        if (newest is not None and len(merged) >= newest) or last <= after:
             break
         for doc_id, doc in read_tinydb(archive).get(table, {}).items():
             merged.setdefault(doc_id, doc)
-    docs = [merged[k] for k in sorted(merged)]
+    docs = [merged[k] for k in sorted(merged) if k > after]
     return docs[-newest:] if newest is not None else docs
