@@ -21,6 +21,19 @@ from tests.family import music
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def keep_sending(relay: RelayProcess, prefix: str, stop: threading.Event, acked: list[str]) -> None:
+    """Post distinct callbacks until `stop` or a connection error, noting each task acknowledged with 200."""
+    i = 0
+    while not stop.is_set():
+        task = f"{prefix}-{i}"
+        try:
+            if relay.post(music(task=task)).status_code == 200:
+                acked.append(task)
+        except httpx.HTTPError:
+            return
+        i += 1
+
+
 @pytest.mark.parametrize("unit", ["relay.service", "relay-user.service"])
 def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     """systemd-analyze verify passes; the system unit's security exposure is at most 1.5."""
@@ -69,18 +82,7 @@ def test_sigterm_under_load_loses_nothing(make_relay: Any) -> None:
     acked: list[str] = []
     stop = threading.Event()
 
-    def sender(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            task = f"s{n}-{i}"
-            try:
-                if relay.post(music(task=task)).status_code == 200:
-                    acked.append(task)
-            except httpx.HTTPError:
-                return
-            i += 1
-
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(6)]
+    threads = [threading.Thread(target=keep_sending, args=(relay, f"s{n}", stop, acked)) for n in range(6)]
     for t in threads:
         t.start()
     wait_for(lambda: len(acked) > 50)
@@ -99,18 +101,7 @@ def test_kill_9_loses_no_acknowledged_callback(make_relay: Any) -> None:
     for cycle in range(8):
         stop = threading.Event()
 
-        def sender(n: int, cycle: int = cycle, stop: threading.Event = stop) -> None:
-            i = 0
-            while not stop.is_set():
-                task = f"k{cycle}-{n}-{i}"
-                try:
-                    if relay.post(music(task=task)).status_code == 200:
-                        acked.append(task)
-                except httpx.HTTPError:
-                    return
-                i += 1
-
-        threads = [threading.Thread(target=sender, args=(n,)) for n in range(6)]
+        threads = [threading.Thread(target=keep_sending, args=(relay, f"k{cycle}-{n}", stop, acked)) for n in range(6)]
         for t in threads:
             t.start()
         wait_for(lambda cycle=cycle: sum(a.startswith(f"k{cycle}-") for a in acked) > 20)
