@@ -54,7 +54,9 @@ def configure_logging(settings: Settings, redactor: RedactingFilter) -> None:
 def bind(host: str, port: int, what: str) -> socket.socket:
     """Bind a listening socket now, so a busy port is a clear error before anything starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets that say so, and
+    # without it every keep-alive request waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
