@@ -141,13 +141,9 @@ def log_command(
 
 
 def _alerts(settings: Settings) -> list[dict[str, Any]]:
-    from relay.journal import read_journal, read_tinydb
+    from relay.jsonfiles import read_table
 
-    rows = read_tinydb(settings.outbox_path).get("alerts", {})
-    for op in read_journal(settings.outbox_path.with_name(settings.outbox_path.name + ".journal")):
-        if op["t"] == "alerts" and isinstance(op.get("doc"), dict):
-            rows[op["id"]] = op["doc"]
-    return list(rows.values())
+    return list(read_table(settings.outbox_path, "alerts").values())
 
 
 def _alerts_by_delivery(settings: Settings) -> dict[int, str]:

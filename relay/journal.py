@@ -2,10 +2,16 @@
 
 Stock TinyDB rewrites the whole file in place on every insert: slow as the file grows, and a kill during a write
 that shrinks the file leaves it unparseable. Here every change is first appended to a journal beside the file and
-fsynced, many concurrent changes per fsync (group commit), and only then acknowledged. The TinyDB file itself is
-rewritten in the background, atomically (temp file, fsync, rename, fsync of the folder), at most
-`flush_interval` after a change, so it parses at every instant and `jq` or `tinydb.TinyDB(path)` can read it.
-On open, the journal is replayed into the file. One process writes a given file: a lock file enforces it.
+fsynced, and only then acknowledged. A committer thread takes whatever changes are queued, appends them in one
+write and one fsync (group commit), and hands the result back to the event loop; the loop keeps serving requests
+meanwhile, so the disk and the CPU work at the same time.
+
+The TinyDB file itself is rewritten in the background at most `flush_interval` after a change, atomically (temp
+file, fsync, rename, fsync of the folder), so it parses at every instant and `jq` or `tinydb.TinyDB(path)` can
+read it. Writing it never stops commits: the committer first moves the journal aside (`.journal` becomes
+`.journal.old`) and carries on in a fresh one; the snapshot then covers everything in the old journal, which is
+deleted once the snapshot is durable. On open, both journals are replayed into the file. One process writes a
+given file: a lock file enforces it.
 """
 
 from __future__ import annotations
@@ -16,89 +22,25 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from relay.errors import StoreError
+from relay.jsonfiles import (
+    Doc,
+    atomic_write,
+    dumps,
+    fragment,
+    fsync_dir,
+    journal_paths,
+    read_journal,
+    read_tinydb,
+    render_fragments,
+)
 
 log = logging.getLogger("relay.store")
-
-Doc = dict[str, Any]
-
-
-def dumps(value: Any) -> str:
-    """Strict JSON (RFC 8259: no NaN or Infinity), ASCII-safe so lone surrogates cannot break the file."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers and crashes only ever see the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    fsync_dir(path.parent)
-
-
-def render_tables(tables: dict[str, dict[int, str]]) -> bytes:
-    """A TinyDB document from already-serialized documents: `{"table": {"1": {...}, ...}, ...}`."""
-    parts = []
-    for name, docs in tables.items():
-        body = ",".join(f'"{doc_id}":{text}' for doc_id, text in docs.items())
-        parts.append(f"{json.dumps(name)}:{{{body}}}")
-    return ("{" + ",".join(parts) + "}\n").encode("ascii")
-
-
-def read_tinydb(path: Path) -> dict[str, dict[int, Doc]]:
-    """Read a TinyDB JSON file into `{table: {doc_id: doc}}`; a missing file is empty."""
-    try:
-        raw = json.loads(path.read_bytes() or b"{}")
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise StoreError(f"{path} is not a TinyDB file (its top level is not an object)")
-    return {
-        str(name): {int(k): v for k, v in table.items() if k.isdigit() and isinstance(v, dict)}
-        for name, table in raw.items()
-        if isinstance(table, dict)
-    }
-
-
-def read_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """The complete operations of a journal; a torn last line (a crash mid-append) is skipped."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            op = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(op, dict) and isinstance(op.get("t"), str) and isinstance(op.get("id"), int):
-            yield op
 
 
 @dataclass
@@ -111,31 +53,48 @@ class _Op:
 
 
 class JournaledDB:
-    """TinyDB-format tables kept in memory, made durable through a journal, written out atomically."""
+    """TinyDB-format tables kept in memory, made durable through a journal, written out atomically.
 
-    def __init__(self, path: Path, tables: tuple[str, ...], flush_interval: float = 0.5) -> None:
+    Everything but the committer thread runs on the event loop: the tables change only there.
+    """
+
+    def __init__(self, path: Path, tables: tuple[str, ...], flush_interval: float = 1.0) -> None:
         self.path = path
-        self.journal_path = path.with_name(path.name + ".journal")
+        self.journal_path, self.old_journal_path = journal_paths(path)
         self.flush_interval = flush_interval
-        self.last_error: str | None = None
         self.last_flush = 0.0
+        self._commit_error: str | None = None
+        self._flush_error: str | None = None
         self._tables: dict[str, dict[int, Doc]] = {t: {} for t in tables}
-        self._texts: dict[str, dict[int, str]] = {t: {} for t in tables}
+        # Each document also kept as its fragment of the file, so a snapshot is one join, not a serialization.
+        self._frags: dict[str, dict[int, str]] = {t: {} for t in tables}
         self._next_id: dict[str, int] = dict.fromkeys(tables, 1)
-        self._pending: list[_Op] = []
-        self._chores: list[tuple[Callable[[], None], asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._dirty = False
+        self._version = 0  # counts changes in memory; the file is stale while it differs from _flushed
+        self._flushed = 0
+        self._lock_fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Shared with the committer thread, under _cv:
+        self._cv = threading.Condition()
+        self._queue: list[_Op] = []
+        self._cut_requests: list[asyncio.Future[None]] = []
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        # Owned by the committer thread once it runs:
         self._journal_fd = -1
         self._journal_size = 0
-        self._lock_fd = -1
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._flush_lock = asyncio.Lock()
+        self._closed = asyncio.Event()
+        self._maintainer: asyncio.Task[None] | None = None
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last commit or snapshot failed, or None while both work."""
+        return self._commit_error or self._flush_error
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Lock, load the file, replay the journal into it and start a fresh journal."""
+        """Lock, load the file, replay the journals into it and start with no journal."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -149,31 +108,49 @@ class JournaledDB:
         for name, docs in read_tinydb(self.path).items():
             if name in self._tables:
                 self._tables[name] = docs
-        for op in read_journal(self.journal_path):
-            table = self._tables.get(op["t"])
-            if table is None:
-                continue
-            if op.get("del"):
-                table.pop(op["id"], None)
-            elif isinstance(op.get("doc"), dict):
-                table[op["id"]] = op["doc"]
+        for journal in (self.old_journal_path, self.journal_path):
+            for op in read_journal(journal):
+                table = self._tables.get(op["t"])
+                if table is None:
+                    continue
+                if op.get("del"):
+                    table.pop(op["id"], None)
+                elif isinstance(op.get("doc"), dict):
+                    table[op["id"]] = op["doc"]
         for name, docs in self._tables.items():
-            self._texts[name] = {doc_id: dumps(doc) for doc_id, doc in sorted(docs.items())}
+            self._frags[name] = {doc_id: fragment(doc_id, dumps(doc)) for doc_id, doc in sorted(docs.items())}
             self._tables[name] = dict(sorted(docs.items()))
             self._next_id[name] = max(docs, default=0) + 1
-        self._write_snapshot()
-        self._truncate_journal()
+        try:
+            atomic_write(self.path, render_fragments(self._frags))
+            for journal in (self.journal_path, self.old_journal_path):
+                journal.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.last_flush = time.monotonic()
 
     async def start(self) -> None:
-        """Start the single writer task."""
-        self._task = asyncio.create_task(self._writer(), name=f"writer:{self.path.name}")
+        """Start the committer thread and the task that keeps the TinyDB file current."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._committer, name=f"commit:{self.path.name}", daemon=True)
+        self._thread.start()
+        self._maintainer = asyncio.create_task(self._maintain(), name=f"flush:{self.path.name}")
 
     async def close(self) -> None:
-        """Commit what is pending, write the file a last time and release the lock."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+        """Commit what is queued, write the file a last time and release the lock."""
+        self._closed.set()
+        if self._maintainer is not None:
+            await self._maintainer
+        if self._thread is not None:
+            with self._cv:
+                self._stop = True
+                self._cv.notify()
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        await asyncio.sleep(0)  # let the last batches' results, scheduled before the thread ended, land
+        if self._version != self._flushed or self.journal_path.exists():
+            with contextlib.suppress(StoreError):  # logged; the journals are replayed on the next open
+                await self.flush()
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
             self._journal_fd = -1
@@ -187,9 +164,9 @@ class JournaledDB:
         """The committed documents of a table, oldest first. Do not mutate."""
         return self._tables[name]
 
-    def texts(self, name: str) -> dict[int, str]:
-        """The committed documents of a table as serialized JSON. Do not mutate."""
-        return self._texts[name]
+    def fragments(self, name: str) -> dict[int, str]:
+        """The committed documents of a table as fragments of a TinyDB file (see `fragment`). Do not mutate."""
+        return self._frags[name]
 
     def continue_ids_after(self, name: str, last: int) -> None:
         """Make new ids of `name` follow `last` (ids of documents already moved elsewhere)."""
@@ -207,10 +184,7 @@ class JournaledDB:
             doc_id = self._next_id[table]
         self._next_id[table] = max(self._next_id[table], doc_id + 1)
         text = dumps(doc)  # serialize here: a value that is not strict JSON fails its own request only
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Op(table, doc_id, doc, text, future))
-        self._wake.set()
-        return future
+        return self._enqueue(_Op(table, doc_id, doc, text, asyncio.get_running_loop().create_future()))
 
     async def put(self, table: str, doc: Doc, doc_id: int | None = None) -> int:
         """Insert or replace a document; returns its id once it is durable."""
@@ -218,86 +192,98 @@ class JournaledDB:
 
     async def delete(self, table: str, doc_id: int) -> None:
         """Remove a document durably."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Op(table, doc_id, None, None, future))
-        self._wake.set()
-        await future
-
-    async def chore(self, fn: Callable[[], None]) -> None:
-        """Run `fn` in a thread between commits, with no write in flight (rotation, pruning)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._chores.append((fn, future))
-        self._wake.set()
-        await future
+        await self._enqueue(_Op(table, doc_id, None, None, asyncio.get_running_loop().create_future()))
 
     def drop_from_memory(self, table: str, doc_ids: list[int]) -> None:
         """Forget documents that were moved to another file; the next snapshot no longer holds them."""
         for doc_id in doc_ids:
             self._tables[table].pop(doc_id, None)
-            self._texts[table].pop(doc_id, None)
-        self._dirty = True
+            self._frags[table].pop(doc_id, None)
+        self._version += 1
 
-    def flush_now(self) -> None:
-        """Write the TinyDB file and empty the journal (call from a chore)."""
-        self._write_snapshot()
-        self._truncate_journal()
-        self._dirty = False
+    async def flush(self) -> None:
+        """Write the TinyDB file now; everything committed before the call is in it afterwards."""
+        async with self._flush_lock:
+            await self._cut()
+            version = self._version
+            snapshot = {name: dict(frags) for name, frags in self._frags.items()}
+            try:
+                await asyncio.to_thread(self._write_snapshot, snapshot)
+            except OSError as exc:
+                self._flush_error = f"cannot write {self.path}: {exc.strerror or exc}"
+                log.error("%s", self._flush_error)
+                raise StoreError(self._flush_error) from exc
+            self._flush_error = None
+            self._flushed = version
 
-    # -- the writer ----------------------------------------------------------------------------------------
+    def _enqueue(self, op: _Op) -> asyncio.Future[int]:
+        with self._cv:
+            if self._stop or self._thread is None:
+                op.future.set_exception(StoreError(f"{self.path.name} is closed"))
+            else:
+                self._queue.append(op)
+                self._cv.notify()
+        return op.future
 
-    async def _writer(self) -> None:
-        while True:
-            timeout = self.flush_interval if self._dirty else None
+    async def _cut(self) -> None:
+        """Have the committer move the journal aside; returns once every earlier commit is in memory."""
+        if self._thread is None:
+            self._move_journal()
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cv:
+            self._cut_requests.append(done)
+            self._cv.notify()
+        await done
+
+    def _write_snapshot(self, snapshot: dict[str, dict[int, str]]) -> None:
+        atomic_write(self.path, render_fragments(snapshot))
+        # Not fsynced: if the deletion is lost, replaying the old journal onto the newer file changes nothing.
+        self.old_journal_path.unlink(missing_ok=True)
+        self.last_flush = time.monotonic()
+
+    async def _maintain(self) -> None:
+        while not self._closed.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            batch, self._pending = self._pending, []
+                await asyncio.wait_for(self._closed.wait(), self.flush_interval)
+            if self._version != self._flushed and not self._closed.is_set():
+                with contextlib.suppress(StoreError):  # reported in last_error; tried again next interval
+                    await self.flush()
+
+    # -- the committer thread ------------------------------------------------------------------------------
+
+    def _committer(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: bool(self._queue or self._cut_requests or self._stop))
+                batch, self._queue = self._queue, []
+                cuts, self._cut_requests = self._cut_requests, []
+                stopping = self._stop and not batch
             if batch:
-                await self._commit(batch)
-            chores, self._chores = self._chores, []
-            for fn, future in chores:
-                try:
-                    await asyncio.to_thread(fn)
-                except Exception as exc:  # a failed chore is reported to its caller, never kills the writer
-                    future.set_exception(exc)
-                else:
-                    future.set_result(None)
-            if self._dirty and (self._closing or time.monotonic() - self.last_flush >= self.flush_interval):
-                await self._flush()
-            if self._closing and not self._pending and not self._chores:
-                if self._dirty:
-                    await self._flush()
+                self._commit(batch)
+            if cuts:
+                self._move_journal()
+                for done in cuts:
+                    self._call_soon(_resolve, done)
+            if stopping:
                 return
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    def _commit(self, batch: list[_Op]) -> None:
         lines = []
         for op in batch:
             if op.doc is None:
                 lines.append(f'{{"t":{json.dumps(op.table)},"id":{op.doc_id},"del":true}}\n')
             else:
                 lines.append(f'{{"t":{json.dumps(op.table)},"id":{op.doc_id},"doc":{op.text}}}\n')
-        data = "".join(lines).encode("ascii")
+        error = None
         try:
-            await asyncio.to_thread(self._append, data)
+            self._append("".join(lines).encode("ascii"))
         except OSError as exc:
-            self.last_error = f"cannot write {self.journal_path}: {exc.strerror or exc}"
-            log.error("%s", self.last_error)
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(StoreError(self.last_error))
-            return
-        self.last_error = None
-        for op in batch:
-            if op.doc is None:
-                self._tables[op.table].pop(op.doc_id, None)
-                self._texts[op.table].pop(op.doc_id, None)
-            else:
-                self._tables[op.table][op.doc_id] = op.doc
-                assert op.text is not None
-                self._texts[op.table][op.doc_id] = op.text
-            if not op.future.done():
-                op.future.set_result(op.doc_id)
-        self._dirty = True
+            error = f"cannot write {self.journal_path}: {exc.strerror or exc}"
+        except Exception as exc:  # a bug here must fail these requests, not leave them waiting forever
+            log.exception("commit failed")
+            error = f"cannot write {self.journal_path}: {exc}"
+        self._call_soon(self._committed, batch, error)
 
     def _append(self, data: bytes) -> None:
         if self._journal_fd < 0:
@@ -318,36 +304,49 @@ class JournaledDB:
             raise
         self._journal_size += len(data)
 
-    async def _flush(self) -> None:
-        snapshot = {name: dict(texts) for name, texts in self._texts.items()}
-        try:
-            await asyncio.to_thread(self._write_and_truncate, snapshot)
-        except OSError as exc:
-            self.last_error = f"cannot write {self.path}: {exc.strerror or exc}"
-            log.error("%s", self.last_error)
-            self.last_flush = time.monotonic()  # back off one interval before trying again
-            return
-        self._dirty = False
-
-    def _write_and_truncate(self, snapshot: dict[str, dict[int, str]]) -> None:
-        # Runs in a thread while the loop may queue new ops; those are not appended until this returns,
-        # because only the writer task appends, so truncating here cannot drop them.
-        atomic_write(self.path, render_tables(snapshot))
-        self._truncate_journal()
-        self.last_flush = time.monotonic()
-
-    def _write_snapshot(self) -> None:
-        try:
-            atomic_write(self.path, render_tables(self._texts))
-        except OSError as exc:
-            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        self.last_flush = time.monotonic()
-
-    def _truncate_journal(self) -> None:
+    def _move_journal(self) -> None:
+        if self.old_journal_path.exists():
+            return  # the last snapshot failed; the next one covers both journals and deletes the old one
         if self._journal_fd >= 0:
-            os.ftruncate(self._journal_fd, 0)
-            os.fsync(self._journal_fd)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.truncate(self.journal_path, 0)
-        self._journal_size = 0
+            os.close(self._journal_fd)
+            self._journal_fd = -1
+        try:
+            self.journal_path.rename(self.old_journal_path)
+            fsync_dir(self.path.parent)
+        except FileNotFoundError:
+            pass  # nothing committed since the last cut
+        except OSError as exc:
+            log.error("cannot move %s aside: %s", self.journal_path.name, exc.strerror or exc)
+
+    def _call_soon(self, fn: object, *args: object) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+            self._loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
+
+    # -- back on the loop ----------------------------------------------------------------------------------
+
+    def _committed(self, batch: list[_Op], error: str | None) -> None:
+        if error is not None:
+            self._commit_error = error
+            log.error("%s", error)
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(StoreError(error))
+            return
+        self._commit_error = None
+        for op in batch:
+            if op.doc is None:
+                self._tables[op.table].pop(op.doc_id, None)
+                self._frags[op.table].pop(op.doc_id, None)
+            else:
+                self._tables[op.table][op.doc_id] = op.doc
+                assert op.text is not None
+                self._frags[op.table][op.doc_id] = fragment(op.doc_id, op.text)
+            if not op.future.done():
+                op.future.set_result(op.doc_id)
+        self._version += 1
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -2,12 +2,14 @@
 
 Layout beside `storage.path` (say `callbacks.json`):
 - `callbacks.json`: the live TinyDB file (tables `callbacks` and `rejected`), small because of rotation;
-- `callbacks.json.journal`: changes not yet written into it (see journal.py);
+- `callbacks.json.journal` (and `.journal.old` while it is being folded in): changes not yet written into it
+  (see journal.py);
 - `callbacks-archive-<table>-<first id>-<last id>.json`: older deliveries, each a TinyDB file of the same form.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -17,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from relay.journal import Doc, JournaledDB, atomic_write, read_journal, read_tinydb, render_tables
+from relay.errors import StoreError
+from relay.journal import JournaledDB
+from relay.jsonfiles import Doc, atomic_write, read_pending, read_tinydb, render_fragments
 from relay.payloads import advance
 
 log = logging.getLogger("relay.store")
@@ -71,6 +75,8 @@ class CallbackLog:
         self.db = JournaledDB(path, TABLES)
         self._seen: OrderedDict[str, int] = OrderedDict()
         self._states: OrderedDict[str, str] = OrderedDict()
+        self._rotating = asyncio.Lock()
+        self._rotation: asyncio.Task[None] | None = None
 
     @property
     def last_error(self) -> str | None:
@@ -90,19 +96,30 @@ class CallbackLog:
             self._remember(doc)
         await self.db.start()
         if any(self.db.table(t) for t in TABLES):
-            await self.db.chore(self.db.flush_now)
+            await self.db.flush()
 
     async def close(self) -> None:
         """Commit everything and release the file."""
+        if self._rotation is not None:
+            await self._rotation
         await self.db.close()
 
     def _recent_for_memory(self) -> Iterator[Doc]:
-        docs = list(self.db.table("callbacks").values())
+        """The newest `MEMORY` deliveries, oldest first, reduced to what duplicate and state tracking need.
+
+        Archives are read one at a time and only four fields of each document are kept, so memory at start
+        does not depend on how large the log has grown.
+        """
+        chunks = [[_memo(doc) for doc in self.db.table("callbacks").values()]]
+        kept = len(chunks[0])
         for _, _, _, path in reversed(archives(self.path, "callbacks")):
-            if len(docs) >= MEMORY:
+            if kept >= MEMORY:
                 break
-            docs = list(read_tinydb(path).get("callbacks", {}).values()) + docs
-        yield from docs[-MEMORY:]
+            chunk = [_memo(doc) for doc in read_tinydb(path).get("callbacks", {}).values()]
+            chunks.insert(0, chunk)
+            kept += len(chunk)
+        recent = [memo for chunk in chunks for memo in chunk]
+        yield from recent[-MEMORY:]
 
     def _remember(self, doc: Doc) -> None:
         fingerprint = doc.get("fingerprint")
@@ -142,40 +159,61 @@ class CallbackLog:
             elif isinstance(task_id, str):
                 self._states.pop(task_id, None)
             raise
-        if len(self.db.table("callbacks")) > self.rotate_records * 2:
-            await self.rotate()
+        self._rotate_soon()
         return doc
 
     async def record_rejected(self, doc: Doc) -> Doc:
         """Add a rejected request (bad JSON, too large, stalled) with its raw bytes."""
         doc = {**doc, "id": self.db.next_id("rejected")}
         await self.db.put("rejected", doc, doc["id"])
-        if len(self.db.table("rejected")) > self.rotate_records * 2:
-            await self.rotate()
+        self._rotate_soon()
         return doc
+
+    def _rotate_soon(self) -> None:
+        # In the background: the delivery that crosses the limit must not wait for an archive to be written.
+        due = any(len(self.db.table(t)) > self.rotate_records * 2 for t in TABLES)
+        if due and (self._rotation is None or self._rotation.done()):
+            self._rotation = asyncio.create_task(self._rotate_logged(), name="rotate")
+
+    async def _rotate_logged(self) -> None:
+        try:
+            await self.rotate()
+        except (OSError, StoreError) as exc:  # the live file keeps the deliveries; tried again on the next one
+            log.error("cannot rotate %s: %s", self.path.name, exc)
 
     async def rotate(self) -> None:
         """Move the oldest deliveries into an archive file, keeping `rotate_records` in the live file."""
-        await self.db.chore(self._rotate_now)
-
-    def _rotate_now(self) -> None:
-        for table in TABLES:
-            docs = self.db.table(table)
-            if len(docs) <= self.rotate_records * 2:
-                continue
-            ids = list(docs)[: len(docs) - self.rotate_records]
-            texts = self.db.texts(table)
-            moved = {doc_id: texts[doc_id] for doc_id in ids}
-            name = f"{self.path.stem}-archive-{table}-{ids[0]:09d}-{ids[-1]:09d}.json"
-            atomic_write(self.path.with_name(name), render_tables({table: moved}))
-            self.db.drop_from_memory(table, ids)
-            log.info("rotated %d %s into %s", len(ids), table, name)
-        self.db.flush_now()
+        async with self._rotating:
+            moved_any = False
+            for table in TABLES:
+                docs = self.db.table(table)
+                if len(docs) <= self.rotate_records * 2:
+                    continue
+                ids = list(docs)[: len(docs) - self.rotate_records]
+                frags = self.db.fragments(table)
+                moved = {doc_id: frags[doc_id] for doc_id in ids}  # copied here: the loop owns the tables
+                name = f"{self.path.stem}-archive-{table}-{ids[0]:09d}-{ids[-1]:09d}.json"
+                await asyncio.to_thread(_write_archive, self.path.with_name(name), table, moved)
+                # Only once the archive is durable; a crash before the next snapshot keeps both copies,
+                # and open() drops the live one.
+                self.db.drop_from_memory(table, ids)
+                moved_any = True
+                log.info("rotated %d %s into %s", len(ids), table, name)
+            if moved_any:
+                await self.db.flush()
 
     def prune(self, older_than_days: float | None = None) -> list[Path]:
         """Delete archive files whose newest delivery is older than the retention period."""
         days = self.retention_days if older_than_days is None else older_than_days
         return prune_archives(self.path, days)
+
+
+def _write_archive(path: Path, table: str, frags: dict[int, str]) -> None:
+    atomic_write(path, render_fragments({table: frags}))
+
+
+def _memo(doc: Doc) -> Doc:
+    return {key: doc.get(key) for key in ("id", "fingerprint", "task_id", "task_state")}
 
 
 def prune_archives(path: Path, days: float) -> list[Path]:
@@ -201,10 +239,7 @@ def read_all(path: Path, table: str = "callbacks", newest: int | None = None, af
     With `newest`, archives are read only as far back as needed; with `after`, archives holding only
     older ids are skipped.
     """
-    merged: dict[int, Doc] = {}
-    for op in read_journal(path.with_name(path.name + ".journal")):
-        if op["t"] == table and isinstance(op.get("doc"), dict):
-            merged[op["id"]] = op["doc"]
+    merged = {doc_id: doc for doc_id, doc in read_pending(path, table).items() if doc is not None}
     for doc_id, doc in read_tinydb(path).get(table, {}).items():
         merged.setdefault(doc_id, doc)
     for _, _, last, archive in reversed(archives(path, table)):

@@ -1,0 +1,139 @@
+"""Reading and writing the JSON files relay keeps: TinyDB files and the journals beside them.
+
+Everything here is a plain function over paths, so the CLI can read what a running relay writes without opening
+(or locking) anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from relay.errors import StoreError
+
+Doc = dict[str, Any]
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON (RFC 8259: no NaN or Infinity), ASCII-safe so lone surrogates cannot break the file."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers and crashes only ever see the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def fragment(doc_id: int, text: str) -> str:
+    """One serialized document as it sits inside a TinyDB table: `"id":{...}`."""
+    return f'"{doc_id}":{text}'
+
+
+def render_fragments(tables: dict[str, dict[int, str]]) -> bytes:
+    """A TinyDB document from the fragments (see `fragment`) of each table; joining them is all the work."""
+    body = ",".join(f"{json.dumps(name)}:{{{','.join(frags.values())}}}" for name, frags in tables.items())
+    return ("{" + body + "}\n").encode("ascii")
+
+
+def render_tables(tables: dict[str, dict[int, str]]) -> bytes:
+    """A TinyDB document from already-serialized documents: `{"table": {"1": {...}, ...}, ...}`."""
+    return render_fragments(
+        {name: {doc_id: fragment(doc_id, text) for doc_id, text in docs.items()} for name, docs in tables.items()}
+    )
+
+
+def read_tinydb(path: Path) -> dict[str, dict[int, Doc]]:
+    """Read a TinyDB JSON file into `{table: {doc_id: doc}}`; a missing file is empty."""
+    try:
+        raw = json.loads(path.read_bytes() or b"{}")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise StoreError(f"{path} is not a TinyDB file (its top level is not an object)")
+    return {
+        str(name): {int(k): v for k, v in table.items() if k.isdigit() and isinstance(v, dict)}
+        for name, table in raw.items()
+        if isinstance(table, dict)
+    }
+
+
+def journal_paths(path: Path) -> tuple[Path, Path]:
+    """The journal being appended to, and the one being folded into the TinyDB file (see journal.py)."""
+    return path.with_name(path.name + ".journal"), path.with_name(path.name + ".journal.old")
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """The complete operations of a journal; a torn last line (a crash mid-append) is skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            op = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(op, dict) and isinstance(op.get("t"), str) and isinstance(op.get("id"), int):
+            yield op
+
+
+def read_pending(path: Path, table: str) -> dict[int, Doc | None]:
+    """Changes to `table` that the TinyDB file at `path` may not hold yet: a document, or None for a deletion.
+
+    The current journal is read before the older one: a running relay moves current to old before folding old
+    into the file, so in this order a change is seen in one of them or, once folded, in the file read after.
+    """
+    current_path, older_path = journal_paths(path)
+    current = _changes(current_path, table)
+    older = _changes(older_path, table)
+    return {**older, **current}
+
+
+def _changes(path: Path, table: str) -> dict[int, Doc | None]:
+    changes: dict[int, Doc | None] = {}
+    for op in read_journal(path):
+        if op["t"] != table:
+            continue
+        if op.get("del"):
+            changes[op["id"]] = None
+        elif isinstance(op.get("doc"), dict):
+            changes[op["id"]] = op["doc"]
+    return changes
+
+
+def read_table(path: Path, table: str) -> dict[int, Doc]:
+    """The committed documents of one table of a JournaledDB file, journals included, as a reader sees them."""
+    pending = read_pending(path, table)
+    docs = read_tinydb(path).get(table, {})
+    for doc_id, doc in pending.items():
+        if doc is None:
+            docs.pop(doc_id, None)
+        else:
+            docs[doc_id] = doc
+    return dict(sorted(docs.items()))
