@@ -94,6 +94,10 @@ class Outbox:
     def offer(self, doc: dict[str, Any]) -> None:
         """Listener for recorded deliveries: queue the decision without delaying the acknowledgement."""
         previous = self._chain
+        if (previous is None or previous.done()) and not self._alerts_on(doc):
+            # Nothing queued before it and nothing to send: decided here, without a task per delivery.
+            self._cursor_value = max(self._cursor_value, doc["id"])
+            return
         self._chain = asyncio.ensure_future(self._after(previous, doc))
 
     async def _after(self, previous: asyncio.Future[Any] | None, doc: dict[str, Any]) -> None:
@@ -105,10 +109,16 @@ class Outbox:
         except Exception:
             log.exception("could not queue the alert for delivery %s", doc.get("id"))
 
+    def _alerts_on(self, doc: dict[str, Any]) -> bool:
+        return (
+            bool(self.sender.targets)
+            and messages.category(doc, self.settings.events) is not None
+            and messages.outcome_key(doc) not in self._keys
+        )
+
     async def _consider(self, doc: dict[str, Any]) -> None:
-        category = messages.category(doc, self.settings.events)
         key = messages.outcome_key(doc)
-        if category is not None and key not in self._keys and self.sender.targets:
+        if self._alerts_on(doc):
             self._keys.add(key)
             self._cursor_value = max(self._cursor_value, doc["id"])
             await self.enqueue(messages.build(doc), key=key, task_id=doc.get("task_id"), delivery_id=doc["id"])

@@ -9,6 +9,7 @@ callback pages of the same family.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ class Extracted:
         }
 
 
+@functools.lru_cache(maxsize=4096)  # the same few dozen key spellings recur in every body
 def _nk(key: str) -> str:
     return key.replace("_", "").replace("-", "").lower()
 
@@ -65,7 +67,7 @@ class _Obj:
         self._keys = {_nk(k): k for k in self.raw}
 
     def has(self, *names: str) -> bool:
-        return any(_nk(n) in self._keys for n in names)
+        return any(_nk(name) in self._keys for name in names)
 
     def get(self, *names: str) -> Any:
         for name in names:
@@ -148,7 +150,7 @@ def extract(payload: Any) -> Extracted:
     root = _Obj(payload)
     data_value = root.get("data")
     data = _Obj(data_value)
-    items = _items(data_value, data)
+    items = [_Obj(item) for item in _items(data_value, data)]
 
     task_id = data.text("task_id", "taskId") or root.text("task_id", "taskId")
     if task_id is None and isinstance(data.get("data"), dict):
@@ -185,12 +187,11 @@ def _stage(value: str | None) -> str | None:
     return stage if stage in STAGE_RANK else None
 
 
-def _looks_like_track(item: dict[str, Any]) -> bool:
-    obj = _Obj(item)
-    return obj.has("audio_url", "stream_audio_url", "source_audio_url", "id", "title", "image_url")
+def _looks_like_track(item: _Obj) -> bool:
+    return item.has("audio_url", "stream_audio_url", "source_audio_url", "id", "title", "image_url")
 
 
-def _kind(data: _Obj, items: list[dict[str, Any]], stage: str | None) -> str:
+def _kind(data: _Obj, items: list[_Obj], stage: str | None) -> str:
     if data.has("audio_wav_url", "wav_url"):
         return "wav"
     if data.has("vocal_removal_info", "vocal_url", "instrumental_url"):
@@ -206,7 +207,7 @@ def _kind(data: _Obj, items: list[dict[str, Any]], stage: str | None) -> str:
     if data.has("lyricsData"):
         return "lyrics"
     if items:
-        lyric_like = all(_Obj(i).has("text") and not _Obj(i).has("audio_url", "stream_audio_url") for i in items)
+        lyric_like = all(i.has("text") and not i.has("audio_url", "stream_audio_url") for i in items)
         if lyric_like:
             return "lyrics"
         if any(_looks_like_track(i) for i in items):
@@ -221,8 +222,7 @@ def _duration(value: Any) -> float | None:
     return round(number, 2) if number is not None and number >= 0 else None
 
 
-def _track(item: dict[str, Any]) -> dict[str, Any]:
-    obj = _Obj(item)
+def _track(obj: _Obj) -> dict[str, Any]:
     return {
         "id": obj.text("id", "audio_id", "audioId"),
         "title": obj.text("title"),
@@ -236,8 +236,7 @@ def _track(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lyric(item: dict[str, Any]) -> dict[str, Any]:
-    obj = _Obj(item)
+def _lyric(obj: _Obj) -> dict[str, Any]:
     return {
         "title": obj.text("title"),
         "text": obj.text("text"),
