@@ -103,6 +103,8 @@ class Relay:
         problems = []
         if log_error:
             problems.append(f"log: {log_error}")
+        if self.outbox.db.last_error:
+            problems.append(f"outbox: {self.outbox.db.last_error}")
         if self.tunnel.state not in ("up", "disabled"):
             problems.append(f"tunnel: {self.tunnel.problem or self.tunnel.state}")
         if self.outbox.recent_dead:

@@ -217,15 +217,21 @@ def _memo(doc: Doc) -> Doc:
 
 
 def prune_archives(path: Path, days: float) -> list[Path]:
-    """Delete the archives of the log at `path` holding only deliveries older than `days` (0 keeps all)."""
+    """Delete the archives of the log at `path` holding only deliveries older than `days` (0 keeps all).
+
+    Archives are read oldest first and the walk stops at the first one still within the period: ids, and so
+    archives, follow arrival order, so a start reads one archive when there is nothing to delete.
+    """
     if days <= 0:
         return []
     cutoff = datetime.now(UTC) - timedelta(days=days)
     removed = []
-    for table, _, _, archive in archives(path):
-        docs = read_tinydb(archive).get(table, {})
-        newest = max((t for t in (parse_iso(d.get("received_at")) for d in docs.values()) if t), default=None)
-        if newest is None or newest < cutoff:
+    for table in TABLES:
+        for _, _, _, archive in archives(path, table):
+            docs = read_tinydb(archive).get(table, {})
+            newest = max((t for t in (parse_iso(d.get("received_at")) for d in docs.values()) if t), default=None)
+            if newest is not None and newest >= cutoff:
+                break
             archive.unlink(missing_ok=True)
             removed.append(archive)
     return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,76 @@ def test_relay_url_prints_it_whole(make_relay: Any) -> None:
     stopped = relay.cli("url")
     assert stopped.returncode != 0
     assert "no relay is running" in stopped.stderr
+
+
+def write_archive(log_path: Path, first: int, count: int, received_at: str) -> Path:
+    """An archive file as rotation leaves it, holding `count` deliveries received at `received_at`."""
+    docs = {
+        str(i): {**music(task=f"a{i}"), "id": i, "task_id": f"a{i}", "received_at": received_at}
+        for i in range(first, first + count)
+    }
+    last = first + count - 1
+    path = log_path.with_name(f"{log_path.stem}-archive-callbacks-{first:09d}-{last:09d}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"callbacks": docs}))
+    return path
+
+
+def test_retention_prunes_old_archives_at_start_and_by_command(make_relay: Any) -> None:
+    """storage.retention_days deletes expired archives at start; `relay prune --older-than` on demand."""
+    relay = make_relay(start=False, storage={"retention_days": 30})
+    now = datetime.now(UTC)
+    ancient = write_archive(relay.log_path, 1, 5, (now - timedelta(days=400)).isoformat())
+    older = write_archive(relay.log_path, 6, 5, (now - timedelta(days=10)).isoformat())
+    recent = write_archive(relay.log_path, 11, 5, now.isoformat())
+    relay.start()
+    assert not ancient.exists()
+    assert older.exists()
+    assert recent.exists()
+    assert relay.post(music(task="live")).status_code == 200
+    shown = {json.loads(line)["task_id"] for line in relay.cli("log", "--json", check=True).stdout.splitlines()}
+    assert shown == {f"a{i}" for i in range(6, 16)} | {"live"}
+
+    out = relay.cli("prune", "--older-than", "5d", check=True).stdout
+    assert older.name in out
+    assert "1 archive file(s) removed" in out
+    assert not older.exists()
+    assert recent.exists()
+
+
+def test_disk_full_gives_503_and_unhealthy_then_recovers(make_relay: Any, tmp_path: Path) -> None:
+    """A log that cannot be written: senders get 503 (they retry), /healthz says why, and both recover."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"needs to mount a small tmpfs (root): {mounted.stderr.decode().strip()}")
+    try:
+        relay = make_relay(storage={"state_dir": str(disk), "path": str(disk / "callbacks.json")})
+        assert relay.post(music(task="before")).status_code == 200
+        with (disk / "filler").open("wb", buffering=0) as filler:
+            for chunk in (65536, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        filler.write(b"\0" * chunk)
+        # What still fits in the journal's last page is on disk and may be acknowledged; then 503s come.
+        acked = ["before"]
+        for i in range(50):
+            response = relay.post(music(task=f"during-{i}"))
+            if response.status_code != 200:
+                break
+            acked.append(f"during-{i}")
+        assert response.status_code == 503
+        assert "retry" in response.json()["error"]
+        health = httpx.get(f"{relay.admin}/healthz", timeout=10)
+        assert health.status_code == 503
+        assert any("No space left" in p for p in health.json()["problems"])
+
+        (disk / "filler").unlink()
+        assert relay.post(music(task="after")).status_code == 200
+        wait_for(lambda: httpx.get(f"{relay.admin}/healthz", timeout=10).status_code == 200)
+        assert relay.stop() == 0
+        tasks = {json.loads(line)["task_id"] for line in relay.cli("log", "--json", check=True).stdout.splitlines()}
+        assert {*acked, "after"} <= tasks
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
