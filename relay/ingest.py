@@ -57,9 +57,12 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def fingerprint(payload: Any) -> str:
     """Identifies a body regardless of key order and whitespace: the provider's retries share it."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    canonical = _CANONICAL.encode(payload)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

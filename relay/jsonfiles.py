@@ -17,9 +17,12 @@ from relay.errors import StoreError
 Doc = dict[str, Any]
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # built once: dumps() runs per request
+
+
 def dumps(value: Any) -> str:
     """Strict JSON (RFC 8259: no NaN or Infinity), ASCII-safe so lone surrogates cannot break the file."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def fsync_dir(path: Path) -> None:

@@ -64,16 +64,16 @@ class _Obj:
 
     def __init__(self, value: Any) -> None:
         self.raw: dict[str, Any] = value if isinstance(value, dict) else {}
-        self._keys = {_nk(k): k for k in self.raw}
+        self._values = {_nk(k): v for k, v in self.raw.items()}
 
     def has(self, *names: str) -> bool:
-        return any(_nk(name) in self._keys for name in names)
+        return any(_nk(name) in self._values for name in names)
 
     def get(self, *names: str) -> Any:
         for name in names:
-            key = self._keys.get(_nk(name))
-            if key is not None and self.raw[key] is not None:
-                return self.raw[key]
+            value = self._values.get(_nk(name))
+            if value is not None:
+                return value
         return None
 
     def text(self, *names: str) -> str | None:
