@@ -196,6 +196,10 @@ def check(config_path: str | None) -> None:
     if problems:
         raise ConfigError("; ".join(problems))
     click.echo(f"{settings.source}: ok ({len(targets)} alert target(s); log at {settings.log_path})")
+    tunnel = settings.tunnel
+    if tunnel.provider == "ngrok" and not tunnel.authtoken.get_secret_value() and not tunnel.ngrok_config:
+        # Not an error: relay serves locally without a tunnel. But no callBackUrl the provider can reach.
+        click.echo("note: no ngrok authtoken (tunnel.authtoken or NGROK_AUTHTOKEN), so no tunnel will start")
 
 
 @cli.command("notify-test")
@@ -230,18 +234,24 @@ def notify_test(config_path: str | None) -> None:
 @cli.command()
 @click.argument("path", required=False, default="relay.toml", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    default="",
+    help="Set storage.state_dir, so the CLI finds the log a service writes (e.g. /var/lib/relay).",
+)
 @handle_errors
-def init(path: Path, force: bool) -> None:
+def init(path: Path, force: bool, state_dir: str) -> None:
     """Write a starter config with a fresh random token (default ./relay.toml).
 
     \b
     Example:
-        relay init /etc/relay/config.toml
+        relay init --state-dir /var/lib/relay /etc/relay/config.toml
     """
     if path.exists() and not force:
         raise RelayError(f"{path} exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(STARTER_CONFIG.format(token=new_token()), encoding="utf-8")
+    path.write_text(STARTER_CONFIG.format(token=new_token(), state_dir=json.dumps(state_dir)), encoding="utf-8")
     path.chmod(0o600)
     click.echo(f"wrote {path} (mode 600; it holds your callback token)")
 
@@ -279,8 +289,10 @@ def install_ngrok(config_path: str | None) -> None:
     """
     from pyngrok import conf, ngrok
 
-    tunnel = _settings(config_path).tunnel
-    config = conf.PyngrokConfig(ngrok_path=tunnel.ngrok_path or None, config_path=tunnel.ngrok_config or None)
+    settings = _settings(config_path)
+    config = conf.PyngrokConfig(
+        ngrok_path=settings.ngrok_agent_path or None, config_path=settings.ngrok_agent_config or None
+    )
     config.auth_token = None
     ngrok.install_ngrok(config)
     click.echo(f"ngrok agent installed at {config.ngrok_path}")

@@ -119,6 +119,25 @@ class Settings(_Section):
         return self.state_dir / "outbox.json"
 
     @property
+    def ngrok_agent_path(self) -> str:
+        """tunnel.ngrok_path; empty under systemd means `<state_dir>/ngrok` (see `ngrok_agent_config`)."""
+        return self._agent_file(self.tunnel.ngrok_path, "ngrok")
+
+    @property
+    def ngrok_agent_config(self) -> str:
+        """tunnel.ngrok_config; empty under systemd means `<state_dir>/ngrok.yml`."""
+        return self._agent_file(self.tunnel.ngrok_config, "ngrok.yml")
+
+    def _agent_file(self, configured: str, name: str) -> str:
+        # pyngrok's defaults live under $HOME, which the units make unwritable (and DynamicUser has none), and
+        # pyngrok writes there on first use: the agent's download and a default config.
+        if configured:
+            return str(Path(configured).expanduser())
+        if os.environ.get("STATE_DIRECTORY"):
+            return str(self.state_dir / name)
+        return ""
+
+    @property
     def admin_url(self) -> str:
         """Base URL of the admin listener, for the CLI to talk to a running instance."""
         host = "127.0.0.1" if self.admin.host in ("0.0.0.0", "") else self.admin.host

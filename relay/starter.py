@@ -13,7 +13,7 @@ host = "127.0.0.1"
 port = 8081
 
 [storage]
-# path = "/var/lib/relay/callbacks.json"   # default: callbacks.json in the state directory
+state_dir = {state_dir}   # token, log and outbox; empty: $STATE_DIRECTORY under systemd, else ~/.local/state/relay
 
 [tunnel]
 provider = "ngrok"   # "ngrok" or "none"

@@ -48,7 +48,13 @@ class FixedUrl:
         """Nothing to close."""
 
 
-def make_tunnel(settings: TunnelSettings, local_port: int, on_url_change: UrlChanged) -> Tunnel:
+def make_tunnel(
+    settings: TunnelSettings,
+    local_port: int,
+    on_url_change: UrlChanged,
+    agent_path: str = "",
+    agent_config: str = "",
+) -> Tunnel:
     """The tunnel `[tunnel]` asks for; ngrok without an authtoken (or agent config) means no tunnel."""
     if settings.provider == "none":
         return FixedUrl(settings.public_url)
@@ -60,14 +66,29 @@ def make_tunnel(settings: TunnelSettings, local_port: int, on_url_change: UrlCha
                 'or tunnel.provider = "none" with tunnel.public_url'
             )
         return fixed
-    return NgrokTunnel(settings, local_port, on_url_change)
+    return NgrokTunnel(
+        settings,
+        local_port,
+        on_url_change,
+        agent_path or settings.ngrok_path,
+        agent_config or settings.ngrok_config,
+    )
 
 
 class NgrokTunnel:
     """An ngrok agent run through pyngrok, pointed at the public listener only, and supervised."""
 
-    def __init__(self, settings: TunnelSettings, local_port: int, on_url_change: UrlChanged) -> None:
+    def __init__(
+        self,
+        settings: TunnelSettings,
+        local_port: int,
+        on_url_change: UrlChanged,
+        agent_path: str = "",
+        agent_config: str = "",
+    ) -> None:
         self.settings = settings
+        self.agent_path = agent_path
+        self.agent_config = agent_config
         self.local_port = local_port
         self.on_url_change = on_url_change
         self.public_url: str | None = None
@@ -78,8 +99,8 @@ class NgrokTunnel:
 
     def _pyngrok_config(self) -> PyngrokConfig:
         config = PyngrokConfig(
-            ngrok_path=self.settings.ngrok_path or None,
-            config_path=self.settings.ngrok_config or None,
+            ngrok_path=self.agent_path or None,
+            config_path=self.agent_config or None,
             startup_timeout=max(1, int(self.settings.startup_timeout)),
             monitor_thread=True,
             start_new_session=True,

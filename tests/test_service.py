@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RelayProcess, wait_for
+from tests.conftest import TOKEN, RelayProcess, free_port, wait_for, write_config
 from tests.family import music
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,8 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     text = (ROOT / "systemd" / unit).read_text()
     relay_bin = str(Path(sys.executable).parent / "relay")
     text = "\n".join(
-        f"ExecStart={relay_bin} serve" if line.startswith("ExecStart=") else line for line in text.splitlines()
+        line.replace(line.split()[0].split("=", 1)[1], relay_bin) if line.startswith("ExecStart=") else line
+        for line in text.splitlines()
     )
     copy = tmp_path / "relay.service"
     copy.write_text(text)
@@ -239,3 +241,59 @@ def test_disk_full_gives_503_and_unhealthy_then_recovers(make_relay: Any, tmp_pa
         assert {*acked, "after"} <= tasks
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_runs_in_the_environment_the_units_give_it(tmp_path: Path) -> None:
+    """What systemd/relay.service gives relay, without systemd: $STATE_DIRECTORY, the config as a credential,
+    the authtoken from the EnvironmentFile, and a $HOME nothing can be written under (pyngrok's default)."""
+    state, creds = tmp_path / "state", tmp_path / "credentials"
+    state.mkdir(mode=0o700)
+    creds.mkdir(mode=0o700)
+    agent = state / "ngrok"  # where pyngrok would download it under systemd
+    agent.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "fake_ngrok.py"}" "$@"\n')
+    agent.chmod(0o755)
+    port, admin = free_port(), free_port()
+    config = write_config(
+        creds,
+        {
+            "server": {"port": port, "token": TOKEN},
+            "admin": {"port": admin},
+            "tunnel": {"provider": "ngrok", "check_interval": 0.5},
+        },
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/dev/null",  # not a folder: nothing can be created under it, even by root
+        "STATE_DIRECTORY": str(state),
+        "NGROK_AUTHTOKEN": "good-token-123",
+        "FAKE_NGROK_STATE": str(state / "fake.json"),
+        "NO_PROXY": "*",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _health(admin).get("tunnel", {}).get("state") == "up" or proc.poll() is not None)
+        assert proc.poll() is None
+        public = json.loads((state / "fake.json").read_text())["public_url"]
+        assert httpx.post(f"{public}/callback/{TOKEN}", json=music(task="unit")).status_code == 200
+        assert (state / "ngrok.yml").exists()
+        assert _health(admin)["log"]["path"] == str(state / "callbacks.json")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "good-token-123" not in out
+    assert TOKEN not in out
+
+
+def _health(admin: int) -> dict[str, Any]:
+    try:
+        return dict(httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).json())
+    except (httpx.HTTPError, ValueError):
+        return {}
