@@ -2,7 +2,7 @@
 
 Prints throughput ratio relay/bare with 10 concurrent senders, relay's ack latency p50/p99, the same ratio once the
 log holds 100k deliveries, RSS at empty and at 100k, and the time until relay listens again after a restart.
-Usage: .venv/bin/python bench/run.py [--seconds 10] [--records 100000] [--load auto|wrk|python]
+Usage: .venv/bin/python bench/run.py [--seconds 10] [--rounds 3] [--records 100000] [--load auto|wrk|python]
 wrk comes from Debian (`apt-get install wrk`); without it the load generator is httpx in Python, which shares
 the machine's cores with both servers and so narrows the gap between them.
 """
@@ -68,6 +68,11 @@ class Run:
     rps: float
     p50: float
     p99: float
+
+
+def median(runs: list[Run]) -> Run:
+    """The run with the median throughput."""
+    return sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
 
 
 def drive(url: str, seconds: float, load: str, work: Path, senders: int = 10) -> Run:
@@ -156,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/relay runs; medians are reported")
     parser.add_argument(
         "--load",
         choices=["auto", "wrk", "python"],
@@ -201,9 +207,17 @@ def main() -> None:
     # An empty log.
     empty = work / "empty"
     empty.mkdir()
+
+    def compare() -> tuple[Run, Run]:
+        # Alternating runs, medians: the machine's speed drifts between runs, and both sides should see it.
+        bare_runs, relay_runs = [], []
+        for _ in range(args.rounds):
+            bare_runs.append(drive(bare_url, args.seconds, load, work))
+            relay_runs.append(drive(relay_url, args.seconds, load, work))
+        return median(bare_runs), median(relay_runs)
+
     relay, _ = start_relay(empty)
-    bare_run = drive(bare_url, args.seconds, load, work)
-    relay_run = drive(relay_url, args.seconds, load, work)
+    bare_run, relay_run = compare()
     rss_empty = rss_mb(relay.pid)  # after the same traffic as at 100k, so both hold a full live file
     stop(relay)
 
@@ -214,8 +228,7 @@ def main() -> None:
     relay, _ = start_relay(full)  # the first start creates the outbox
     stop(relay)
     relay, restart = start_relay(full)
-    bare_run2 = drive(bare_url, args.seconds, load, work)
-    relay_run2 = drive(relay_url, args.seconds, load, work)
+    bare_run2, relay_run2 = compare()
     rss_full = rss_mb(relay.pid)
     stop(relay)
     bare.terminate()
@@ -223,8 +236,14 @@ def main() -> None:
 
     ratio, ratio_full = relay_run.rps / bare_run.rps, relay_run2.rps / bare_run2.rps
     ms = 1000
-    print(f"load generator: {load}, 10 concurrent keep-alive senders, {args.seconds:g} s per run")
-    print(f"bare endpoint:           {bare_run.rps:8.0f} req/s (baseline, same run)")
+    print(
+        f"load generator: {load}, 10 concurrent keep-alive senders; medians of {args.rounds} alternating "
+        f"{args.seconds:g} s runs"
+    )
+    print(
+        f"bare endpoint:           {bare_run.rps:8.0f} req/s (baseline, same run); "
+        f"p50 {bare_run.p50 * ms:.1f} ms p99 {bare_run.p99 * ms:.1f} ms"
+    )
     print(f"relay, empty log:        {relay_run.rps:8.0f} req/s  ratio {ratio:.2f}  (target >= 0.5)")
     print(f"relay ack latency:       p50 {relay_run.p50 * ms:.1f} ms  p99 {relay_run.p99 * ms:.1f} ms")
     print(

@@ -21,6 +21,8 @@ log = logging.getLogger("relay.receiver")
 
 Listener = Callable[[dict[str, Any]], None]
 
+RECEIVED = b'{"status":"received"}'
+
 
 class _TooLarge(Exception):
     def __init__(self, head: bytes) -> None:
@@ -111,7 +113,7 @@ class CallbackReceiver:
                 listener(doc)
             except Exception:  # a fan-out bug must not turn a recorded callback into a 500
                 log.exception("listener failed for delivery %s", doc["id"])
-        return JSONResponse({"status": "received"})
+        return Response(RECEIVED, media_type="application/json")
 
     async def _read(self, request: Request) -> bytes:
         chunks: list[bytes] = []
