@@ -10,8 +10,10 @@ import signal
 import socket
 import sys
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from relay.app import create_admin_app, create_public_app
 from relay.config import Settings, ensure_token
@@ -68,12 +70,23 @@ def bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
+class _QuietH11Protocol(H11Protocol):
+    """uvicorn's HTTP protocol without access log lines (the admin listener's, unless log.level is debug)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_log = False
+
+
 def _uvicorn(app: object, *, access_log: bool) -> _Server:
+    # Both servers share the "uvicorn.access" logger, and a Config built with access_log=False switches it off
+    # for the whole process; so access_log stays True and a quiet protocol keeps one listener out of it.
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_config=None,
         lifespan="off",
-        access_log=access_log,
+        access_log=True,
+        http=H11Protocol if access_log else _QuietH11Protocol,
         proxy_headers=False,  # the tunnel's X-Forwarded-For must not change who relay thinks is asking
         server_header=False,
         timeout_keep_alive=20,
