@@ -148,9 +148,10 @@ def relay_with_traffic(make_relay: Any) -> RelayProcess:
     return relay
 
 
-def test_token_never_in_output_or_logs(make_relay: Any) -> None:
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_token_never_in_output_or_logs(make_relay: Any, level: str) -> None:
     """The token appears in neither `relay serve`'s output nor its logs (access log included)."""
-    relay = make_relay(log={"level": "debug"})
+    relay = make_relay(log={"level": level})
     relay.post(music())
     httpx.post(relay.callback_url.replace("callback/", "callback/x"), json={})
     relay.stop()
