@@ -1,7 +1,8 @@
 """Benchmark (not a test): relay against a bare Starlette endpoint on the same uvicorn settings, same run.
 
 Prints throughput ratio relay/bare with 10 concurrent senders, relay's ack latency p50/p99, the same ratio once the
-log holds 100k deliveries, RSS at empty and at 100k, and the time until relay listens again after a restart.
+log holds 100k deliveries, RSS at empty and at 100k, the time until relay listens again after a restart, and the
+latency from a callback to its alert reaching a local json:// target.
 Usage: .venv/bin/python bench/run.py [--seconds 10] [--rounds 3] [--records 100000] [--load auto|wrk|python]
 wrk comes from Debian (`apt-get install wrk`); without it the load generator is httpx in Python, which shares
 the machine's cores with both servers and so narrows the gap between them.
@@ -28,7 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from relay.ingest import delivery_doc
 from relay.jsonfiles import dumps, render_tables
-from tests.conftest import free_port, write_config
+from tests.conftest import CaptureServer, free_port, write_config
 from tests.family import music
 
 BARE = """
@@ -157,10 +158,56 @@ def preload(state: Path, records: int, per_file: int = 1000) -> None:
         )
 
 
+def alert_latency(work: Path, env: dict[str, str], count: int) -> list[float]:
+    """Seconds from posting a `complete` callback to its alert arriving at a json:// capture server, one at a time."""
+    capture = CaptureServer()
+    port, admin = free_port(), free_port()
+    state = work / "alerts"
+    state.mkdir()
+    config = write_config(
+        state,
+        {
+            "server": {"port": port, "token": "bench-token-0123456789"},
+            "admin": {"port": admin},
+            "storage": {"state_dir": str(state)},
+            "tunnel": {"provider": "none", "public_url": "https://bench.test"},
+            "notify": {"urls": [f"json://127.0.0.1:{capture.port}/"], "burst_limit": count + 1},
+            "log": {"level": "warning"},
+        },
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    latencies = []
+    try:
+        wait_listening(f"http://127.0.0.1:{admin}/healthz")
+        with httpx.Client(timeout=30) as client:
+            for i in range(count):
+                started = time.perf_counter()
+                response = client.post(
+                    f"http://127.0.0.1:{port}/callback/bench-token-0123456789", json=music(task=f"al{i}")
+                )
+                assert response.status_code == 200, response.text
+                while len(capture.requests) <= i:
+                    if time.perf_counter() - started > 30:
+                        raise SystemExit(f"alert {i} did not arrive within 30 s")
+                    time.sleep(0.0005)
+                latencies.append(time.perf_counter() - started)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        capture.close()
+    return sorted(latencies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--alerts", type=int, default=200, help="callbacks for the alert latency figure")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/relay runs; medians are reported")
     parser.add_argument(
         "--load",
@@ -233,6 +280,7 @@ def main() -> None:
     stop(relay)
     bare.terminate()
     bare.wait(10)
+    alerts = alert_latency(work, env, args.alerts)
 
     ratio, ratio_full = relay_run.rps / bare_run.rps, relay_run2.rps / bare_run2.rps
     ms = 1000
@@ -256,6 +304,11 @@ def main() -> None:
         f"= {rss_full / rss_empty:.2f} x (target <= 1.5)"
     )
     print(f"restart with {args.records}: listening after {restart:.2f} s (target < 5 s)")
+    p50, p99 = alerts[len(alerts) // 2], alerts[int(len(alerts) * 0.99)]
+    print(
+        f"alert latency:           p50 {p50 * ms:.1f} ms  p99 {p99 * ms:.1f} ms  "
+        f"({len(alerts)} complete callbacks, one at a time, to a json:// capture server)"
+    )
 
 
 if __name__ == "__main__":
