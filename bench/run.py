@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -158,23 +159,29 @@ def preload(state: Path, records: int, per_file: int = 1000) -> None:
         )
 
 
+def relay_config(folder: Path, state: Path, port: int, admin: int, notify: dict[str, Any] | None = None) -> Path:
+    """relay.toml in `folder` for a benchmark instance: no tunnel, quiet logs, its own state directory."""
+    return write_config(
+        folder,
+        {
+            "server": {"port": port, "token": "bench-token-0123456789"},
+            "admin": {"port": admin},
+            "storage": {"state_dir": str(state)},
+            "tunnel": {"provider": "none", "public_url": "https://bench.test"},
+            "notify": notify or {},
+            "log": {"level": "warning"},
+        },
+    )
+
+
 def alert_latency(work: Path, env: dict[str, str], count: int) -> list[float]:
     """Seconds from posting a `complete` callback to its alert arriving at a json:// capture server, one at a time."""
     capture = CaptureServer()
     port, admin = free_port(), free_port()
     state = work / "alerts"
     state.mkdir()
-    config = write_config(
-        state,
-        {
-            "server": {"port": port, "token": "bench-token-0123456789"},
-            "admin": {"port": admin},
-            "storage": {"state_dir": str(state)},
-            "tunnel": {"provider": "none", "public_url": "https://bench.test"},
-            "notify": {"urls": [f"json://127.0.0.1:{capture.port}/"], "burst_limit": count + 1},
-            "log": {"level": "warning"},
-        },
-    )
+    notify = {"urls": [f"json://127.0.0.1:{capture.port}/"], "burst_limit": count + 1}
+    config = relay_config(state, state, port, admin, notify)
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay", "serve", "--config", str(config)],
         stdout=subprocess.DEVNULL,
@@ -222,16 +229,7 @@ def main() -> None:
     env = {**os.environ, "NO_PROXY": "*"}
 
     def start_relay(state: Path) -> tuple[subprocess.Popen[bytes], float]:
-        config = write_config(
-            work,
-            {
-                "server": {"port": port, "token": "bench-token-0123456789"},
-                "admin": {"port": admin},
-                "storage": {"state_dir": str(state)},
-                "tunnel": {"provider": "none", "public_url": "https://bench.test"},
-                "log": {"level": "warning"},
-            },
-        )
+        config = relay_config(work, state, port, admin)
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "relay", "serve", "--config", str(config)],
