@@ -125,6 +125,7 @@ class JournaledDB:
             atomic_write(self.path, render_fragments(self._frags))
             for journal in (self.journal_path, self.old_journal_path):
                 journal.unlink(missing_ok=True)
+            self._open_journal()
         except OSError as exc:
             raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self.last_flush = time.monotonic()
@@ -287,8 +288,7 @@ class JournaledDB:
 
     def _append(self, data: bytes) -> None:
         if self._journal_fd < 0:
-            self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            self._journal_size = os.fstat(self._journal_fd).st_size
+            self._open_journal()
         try:
             view = memoryview(data)
             while view:
@@ -304,18 +304,27 @@ class JournaledDB:
             raise
         self._journal_size += len(data)
 
+    def _open_journal(self) -> None:
+        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._journal_size = os.fstat(self._journal_fd).st_size
+        # A commit is acknowledged after fsync of the journal alone, so the journal's own name must already be
+        # durable: this also makes a preceding rename of the previous journal durable.
+        fsync_dir(self.path.parent)
+
     def _move_journal(self) -> None:
         if self.old_journal_path.exists():
             return  # the last snapshot failed; the next one covers both journals and deletes the old one
+        if self._journal_fd >= 0 and self._journal_size == 0:
+            return  # nothing committed since the last cut
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
             self._journal_fd = -1
         try:
             self.journal_path.rename(self.old_journal_path)
-            fsync_dir(self.path.parent)
+            self._open_journal()
         except FileNotFoundError:
-            pass  # nothing committed since the last cut
-        except OSError as exc:
+            pass  # no journal yet: the next append creates it
+        except OSError as exc:  # the next append opens (or creates) the journal again
             log.error("cannot move %s aside: %s", self.journal_path.name, exc.strerror or exc)
 
     def _call_soon(self, fn: object, *args: object) -> None:
