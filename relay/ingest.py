@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from typing import Any
 
 from relay.payloads import extract
@@ -21,6 +22,17 @@ def _reject_constant(name: str) -> Any:
     raise BadBody(f"{name} is not valid JSON (RFC 8259 has no NaN or Infinity)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 is valid JSON but no double: it would come back as Infinity
+        raise BadBody(f"number {text[:40]} is out of range (relay keeps numbers a double can hold)")
+    return value
+
+
+# Built once: parse_body() runs per request.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_body(raw: bytes) -> Any:
     """Parse a callback body as strict UTF-8 JSON, raising BadBody with a reason a sender can act on."""
     if not raw.strip():
@@ -30,7 +42,7 @@ def parse_body(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BadBody(f"body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except BadBody:
         raise
     except RecursionError:

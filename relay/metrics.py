@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+_OUTCOMES = {True: "ok", False: "failed", None: "unknown"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0)
 
 
@@ -46,6 +47,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
+        self._delivery_counters: dict[tuple[str, str, str], Any] = {}
         self._gauges = _Gauges()
         self.registry.register(self._gauges)
         self.up = Gauge("relay_up", "1 while relay serves", registry=self.registry)
@@ -57,8 +59,11 @@ class Metrics:
 
     def observe_delivery(self, doc: dict[str, Any], seconds: float) -> None:
         """Count one recorded delivery and its acknowledgement latency."""
-        outcome = {True: "ok", False: "failed", None: "unknown"}[doc.get("ok")]
-        self.deliveries.labels(kind=doc["kind"], stage=doc.get("stage") or "none", outcome=outcome).inc()
+        key = (doc["kind"], doc.get("stage") or "none", _OUTCOMES[doc.get("ok")])
+        counter = self._delivery_counters.get(key)
+        if counter is None:  # labels() takes a lock and builds a key; the few label sets recur
+            counter = self._delivery_counters[key] = self.deliveries.labels(*key)
+        counter.inc()
         if doc.get("duplicate"):
             self.duplicates.inc()
         self.ack_latency.observe(seconds)

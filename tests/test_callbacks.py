@@ -79,6 +79,8 @@ BAD_BODIES = {
     "infinity": b'{"x": -Infinity}',
     "deep-nesting": b"[" * 100_000 + b"]" * 100_000,
     "huge-integer": b'{"code": ' + b"9" * 5000 + b"}",
+    "huge-float": b'{"data": {"duration": 1e400}}',
+    "huge-negative-float": b'{"x": [-1e999]}',
     "truncated": b'{"code": 200, "data": {',
 }
 
