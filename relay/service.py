@@ -28,13 +28,7 @@ class Relay:
         self.log = CallbackLog(settings.log_path, settings.storage.rotate_records, settings.storage.retention_days)
         self.sender = AlertSender.from_settings(settings.notify)
         self.outbox = Outbox(settings.outbox_path, self.sender, settings.notify, self.metrics, self.log)
-        self.tunnel = tunnel or make_tunnel(
-            settings.tunnel,
-            local_port,
-            on_url_change=self.outbox.url_changed,
-            agent_path=settings.ngrok_agent_path,
-            agent_config=settings.ngrok_agent_config,
-        )
+        self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self.outbox.url_changed)
         self.receiver = CallbackReceiver(
             self.log,
             token,

@@ -7,12 +7,13 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pyngrok.conf import PyngrokConfig
 
-from relay.config import TunnelSettings
+from relay.config import Settings, TunnelSettings
 from relay.errors import TunnelAuthError, TunnelError
 
 log = logging.getLogger("relay.tunnel")
@@ -48,31 +49,29 @@ class FixedUrl:
         """Nothing to close."""
 
 
-def make_tunnel(
-    settings: TunnelSettings,
-    local_port: int,
-    on_url_change: UrlChanged,
-    agent_path: str = "",
-    agent_config: str = "",
-) -> Tunnel:
+@dataclass(frozen=True)
+class AgentFiles:
+    """Where pyngrok finds (or downloads) the agent and its config; empty means pyngrok's default."""
+
+    path: str = ""
+    config: str = ""
+
+
+def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) -> Tunnel:
     """The tunnel `[tunnel]` asks for; ngrok without an authtoken (or agent config) means no tunnel."""
-    if settings.provider == "none":
-        return FixedUrl(settings.public_url)
-    if not settings.authtoken.get_secret_value() and not settings.ngrok_config:
-        fixed = FixedUrl(settings.public_url)
-        if not settings.public_url:
+    tunnel = settings.tunnel
+    if tunnel.provider == "none":
+        return FixedUrl(tunnel.public_url)
+    if not tunnel.authtoken.get_secret_value() and not tunnel.ngrok_config:
+        fixed = FixedUrl(tunnel.public_url)
+        if not tunnel.public_url:
             fixed.problem = (
                 "no ngrok authtoken: set tunnel.authtoken or NGROK_AUTHTOKEN for an ngrok tunnel, "
                 'or tunnel.provider = "none" with tunnel.public_url'
             )
         return fixed
-    return NgrokTunnel(
-        settings,
-        local_port,
-        on_url_change,
-        agent_path or settings.ngrok_path,
-        agent_config or settings.ngrok_config,
-    )
+    agent = AgentFiles(settings.ngrok_agent_path, settings.ngrok_agent_config)
+    return NgrokTunnel(tunnel, local_port, on_url_change, agent)
 
 
 class NgrokTunnel:
@@ -83,12 +82,10 @@ class NgrokTunnel:
         settings: TunnelSettings,
         local_port: int,
         on_url_change: UrlChanged,
-        agent_path: str = "",
-        agent_config: str = "",
+        agent: AgentFiles | None = None,
     ) -> None:
         self.settings = settings
-        self.agent_path = agent_path
-        self.agent_config = agent_config
+        self.agent = agent or AgentFiles(settings.ngrok_path, settings.ngrok_config)
         self.local_port = local_port
         self.on_url_change = on_url_change
         self.public_url: str | None = None
@@ -99,8 +96,8 @@ class NgrokTunnel:
 
     def _pyngrok_config(self) -> PyngrokConfig:
         config = PyngrokConfig(
-            ngrok_path=self.agent_path or None,
-            config_path=self.agent_config or None,
+            ngrok_path=self.agent.path or None,
+            config_path=self.agent.config or None,
             startup_timeout=max(1, int(self.settings.startup_timeout)),
             monitor_thread=True,
             start_new_session=True,
