@@ -19,21 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from relay.committer import Committer, Op
 from relay.errors import StoreError
 from relay.jsonfiles import (
     Doc,
     atomic_write,
     dumps,
     fragment,
-    fsync_dir,
     journal_paths,
     read_journal,
     read_tinydb,
@@ -43,19 +40,10 @@ from relay.jsonfiles import (
 log = logging.getLogger("relay.store")
 
 
-@dataclass
-class _Op:
-    table: str
-    doc_id: int
-    doc: Doc | None
-    text: str | None
-    future: asyncio.Future[int]
-
-
 class JournaledDB:
     """TinyDB-format tables kept in memory, made durable through a journal, written out atomically.
 
-    Everything but the committer thread runs on the event loop: the tables change only there.
+    Everything but the committer thread (committer.py) runs on the event loop: the tables change only there.
     """
 
     def __init__(self, path: Path, tables: tuple[str, ...], flush_interval: float = 1.0) -> None:
@@ -72,16 +60,7 @@ class JournaledDB:
         self._version = 0  # counts changes in memory; the file is stale while it differs from _flushed
         self._flushed = 0
         self._lock_fd = -1
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Shared with the committer thread, under _cv:
-        self._cv = threading.Condition()
-        self._queue: list[_Op] = []
-        self._cut_requests: list[asyncio.Future[None]] = []
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        # Owned by the committer thread once it runs:
-        self._journal_fd = -1
-        self._journal_size = 0
+        self._committer = Committer(self.journal_path, self.old_journal_path, self._committed)
         self._flush_lock = asyncio.Lock()
         self._closed = asyncio.Event()
         self._maintainer: asyncio.Task[None] | None = None
@@ -94,7 +73,7 @@ class JournaledDB:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Lock, load the file, replay the journals into it and start with no journal."""
+        """Lock, load the file, replay the journals into it and start an empty journal."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -125,16 +104,14 @@ class JournaledDB:
             atomic_write(self.path, render_fragments(self._frags))
             for journal in (self.journal_path, self.old_journal_path):
                 journal.unlink(missing_ok=True)
-            self._open_journal()
+            self._committer.open_journal()
         except OSError as exc:
             raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self.last_flush = time.monotonic()
 
     async def start(self) -> None:
         """Start the committer thread and the task that keeps the TinyDB file current."""
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._committer, name=f"commit:{self.path.name}", daemon=True)
-        self._thread.start()
+        self._committer.start()
         self._maintainer = asyncio.create_task(self._maintain(), name=f"flush:{self.path.name}")
 
     async def close(self) -> None:
@@ -142,19 +119,11 @@ class JournaledDB:
         self._closed.set()
         if self._maintainer is not None:
             await self._maintainer
-        if self._thread is not None:
-            with self._cv:
-                self._stop = True
-                self._cv.notify()
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        await asyncio.sleep(0)  # let the last batches' results, scheduled before the thread ended, land
+        await self._committer.stop()
         if self._version != self._flushed or self.journal_path.exists():
             with contextlib.suppress(StoreError):  # logged; the journals are replayed on the next open
                 await self.flush()
-        if self._journal_fd >= 0:
-            os.close(self._journal_fd)
-            self._journal_fd = -1
+        self._committer.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -185,7 +154,7 @@ class JournaledDB:
             doc_id = self._next_id[table]
         self._next_id[table] = max(self._next_id[table], doc_id + 1)
         text = dumps(doc)  # serialize here: a value that is not strict JSON fails its own request only
-        return self._enqueue(_Op(table, doc_id, doc, text, asyncio.get_running_loop().create_future()))
+        return self._enqueue(Op(table, doc_id, doc, text, asyncio.get_running_loop().create_future()))
 
     async def put(self, table: str, doc: Doc, doc_id: int | None = None) -> int:
         """Insert or replace a document; returns its id once it is durable."""
@@ -193,7 +162,7 @@ class JournaledDB:
 
     async def delete(self, table: str, doc_id: int) -> None:
         """Remove a document durably."""
-        await self._enqueue(_Op(table, doc_id, None, None, asyncio.get_running_loop().create_future()))
+        await self._enqueue(Op(table, doc_id, None, None, asyncio.get_running_loop().create_future()))
 
     def drop_from_memory(self, table: str, doc_ids: list[int]) -> None:
         """Forget documents that were moved to another file; the next snapshot no longer holds them."""
@@ -205,7 +174,7 @@ class JournaledDB:
     async def flush(self) -> None:
         """Write the TinyDB file now; everything committed before the call is in it afterwards."""
         async with self._flush_lock:
-            await self._cut()
+            await self._committer.cut()
             version = self._version
             snapshot = {name: dict(frags) for name, frags in self._frags.items()}
             try:
@@ -217,25 +186,10 @@ class JournaledDB:
             self._flush_error = None
             self._flushed = version
 
-    def _enqueue(self, op: _Op) -> asyncio.Future[int]:
-        with self._cv:
-            if self._stop or self._thread is None:
-                op.future.set_exception(StoreError(f"{self.path.name} is closed"))
-            else:
-                self._queue.append(op)
-                self._cv.notify()
+    def _enqueue(self, op: Op) -> asyncio.Future[int]:
+        if not self._committer.submit(op):
+            op.future.set_exception(StoreError(f"{self.path.name} is closed"))
         return op.future
-
-    async def _cut(self) -> None:
-        """Have the committer move the journal aside; returns once every earlier commit is in memory."""
-        if self._thread is None:
-            self._move_journal()
-            return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        with self._cv:
-            self._cut_requests.append(done)
-            self._cv.notify()
-        await done
 
     def _write_snapshot(self, snapshot: dict[str, dict[int, str]]) -> None:
         atomic_write(self.path, render_fragments(snapshot))
@@ -251,90 +205,9 @@ class JournaledDB:
                 with contextlib.suppress(StoreError):  # reported in last_error; tried again next interval
                     await self.flush()
 
-    # -- the committer thread ------------------------------------------------------------------------------
-
-    def _committer(self) -> None:
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: bool(self._queue or self._cut_requests or self._stop))
-                batch, self._queue = self._queue, []
-                cuts, self._cut_requests = self._cut_requests, []
-                stopping = self._stop and not batch
-            if batch:
-                self._commit(batch)
-            if cuts:
-                self._move_journal()
-                for done in cuts:
-                    self._call_soon(_resolve, done)
-            if stopping:
-                return
-
-    def _commit(self, batch: list[_Op]) -> None:
-        lines = []
-        for op in batch:
-            if op.doc is None:
-                lines.append(f'{{"t":{json.dumps(op.table)},"id":{op.doc_id},"del":true}}\n')
-            else:
-                lines.append(f'{{"t":{json.dumps(op.table)},"id":{op.doc_id},"doc":{op.text}}}\n')
-        error = None
-        try:
-            self._append("".join(lines).encode("ascii"))
-        except OSError as exc:
-            error = f"cannot write {self.journal_path}: {exc.strerror or exc}"
-        except Exception as exc:  # a bug here must fail these requests, not leave them waiting forever
-            log.exception("commit failed")
-            error = f"cannot write {self.journal_path}: {exc}"
-        self._call_soon(self._committed, batch, error)
-
-    def _append(self, data: bytes) -> None:
-        if self._journal_fd < 0:
-            self._open_journal()
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._journal_fd, view) :]
-            os.fsync(self._journal_fd)
-        except OSError:
-            # Cut a torn append off, or the next good line would be glued to it and lost on replay.
-            try:
-                os.ftruncate(self._journal_fd, self._journal_size)
-            except OSError:
-                os.close(self._journal_fd)
-                self._journal_fd = -1
-            raise
-        self._journal_size += len(data)
-
-    def _open_journal(self) -> None:
-        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._journal_size = os.fstat(self._journal_fd).st_size
-        # A commit is acknowledged after fsync of the journal alone, so the journal's own name must already be
-        # durable: this also makes a preceding rename of the previous journal durable.
-        fsync_dir(self.path.parent)
-
-    def _move_journal(self) -> None:
-        if self.old_journal_path.exists():
-            return  # the last snapshot failed; the next one covers both journals and deletes the old one
-        if self._journal_fd >= 0 and self._journal_size == 0:
-            return  # nothing committed since the last cut
-        if self._journal_fd >= 0:
-            os.close(self._journal_fd)
-            self._journal_fd = -1
-        try:
-            self.journal_path.rename(self.old_journal_path)
-            self._open_journal()
-        except FileNotFoundError:
-            pass  # no journal yet: the next append creates it
-        except OSError as exc:  # the next append opens (or creates) the journal again
-            log.error("cannot move %s aside: %s", self.journal_path.name, exc.strerror or exc)
-
-    def _call_soon(self, fn: object, *args: object) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
-            self._loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
-
     # -- back on the loop ----------------------------------------------------------------------------------
 
-    def _committed(self, batch: list[_Op], error: str | None) -> None:
+    def _committed(self, batch: list[Op], error: str | None) -> None:
         if error is not None:
             self._commit_error = error
             log.error("%s", error)
@@ -354,8 +227,3 @@ class JournaledDB:
             if not op.future.done():
                 op.future.set_result(op.doc_id)
         self._version += 1
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
