@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import time
 from pathlib import Path
 
 from relay.committer import Committer, Op
@@ -32,8 +31,7 @@ from relay.jsonfiles import (
     dumps,
     fragment,
     journal_paths,
-    read_journal,
-    read_tinydb,
+    read_tables,
     render_fragments,
 )
 
@@ -50,7 +48,6 @@ class JournaledDB:
         self.path = path
         self.journal_path, self.old_journal_path = journal_paths(path)
         self.flush_interval = flush_interval
-        self.last_flush = 0.0
         self._commit_error: str | None = None
         self._flush_error: str | None = None
         self._tables: dict[str, dict[int, Doc]] = {t: {} for t in tables}
@@ -84,21 +81,9 @@ class JournaledDB:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StoreError(f"another relay process is writing {self.path}; stop it first") from None
-        for name, docs in read_tinydb(self.path).items():
-            if name in self._tables:
-                self._tables[name] = docs
-        for journal in (self.old_journal_path, self.journal_path):
-            for op in read_journal(journal):
-                table = self._tables.get(op["t"])
-                if table is None:
-                    continue
-                if op.get("del"):
-                    table.pop(op["id"], None)
-                elif isinstance(op.get("doc"), dict):
-                    table[op["id"]] = op["doc"]
+        self._tables = read_tables(self.path, tuple(self._tables))
         for name, docs in self._tables.items():
-            self._frags[name] = {doc_id: fragment(doc_id, dumps(doc)) for doc_id, doc in sorted(docs.items())}
-            self._tables[name] = dict(sorted(docs.items()))
+            self._frags[name] = {doc_id: fragment(doc_id, dumps(doc)) for doc_id, doc in docs.items()}
             self._next_id[name] = max(docs, default=0) + 1
         try:
             atomic_write(self.path, render_fragments(self._frags))
@@ -107,7 +92,6 @@ class JournaledDB:
             self._committer.open_journal()
         except OSError as exc:
             raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        self.last_flush = time.monotonic()
 
     async def start(self) -> None:
         """Start the committer thread and the task that keeps the TinyDB file current."""
@@ -120,9 +104,8 @@ class JournaledDB:
         if self._maintainer is not None:
             await self._maintainer
         await self._committer.stop()
-        if self._version != self._flushed or self.journal_path.exists():
-            with contextlib.suppress(StoreError):  # logged; the journals are replayed on the next open
-                await self.flush()
+        with contextlib.suppress(StoreError):  # logged; the journals are replayed on the next open
+            await self.flush()
         self._committer.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
@@ -195,7 +178,6 @@ class JournaledDB:
         atomic_write(self.path, render_fragments(snapshot))
         # Not fsynced: if the deletion is lost, replaying the old journal onto the newer file changes nothing.
         self.old_journal_path.unlink(missing_ok=True)
-        self.last_flush = time.monotonic()
 
     async def _maintain(self) -> None:
         while not self._closed.is_set():

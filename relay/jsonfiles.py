@@ -106,37 +106,43 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
             yield op
 
 
-def read_pending(path: Path, table: str) -> dict[int, Doc | None]:
-    """Changes to `table` that the TinyDB file at `path` may not hold yet: a document, or None for a deletion.
+def read_tables(path: Path, names: tuple[str, ...]) -> dict[str, dict[int, Doc]]:
+    """The committed documents of the tables `names` of a JournaledDB file, both journals replayed, oldest first.
 
-    The current journal is read before the older one: a running relay moves current to old before folding old
-    into the file, so in this order a change is seen in one of them or, once folded, in the file read after.
+    The current journal is read before the older one and both before the file: a running relay moves current to
+    old before folding old into the file, so in this order a change is seen in a journal or, once folded, in the
+    file read after it.
     """
     current_path, older_path = journal_paths(path)
-    current = _changes(current_path, table)
-    older = _changes(older_path, table)
-    return {**older, **current}
-
-
-def _changes(path: Path, table: str) -> dict[int, Doc | None]:
-    changes: dict[int, Doc | None] = {}
-    for op in read_journal(path):
-        if op["t"] != table:
-            continue
-        if op.get("del"):
-            changes[op["id"]] = None
-        elif isinstance(op.get("doc"), dict):
-            changes[op["id"]] = op["doc"]
-    return changes
+    current = _changes(current_path, names)
+    older = _changes(older_path, names)
+    stored = read_tinydb(path)
+    tables = {}
+    for name in names:
+        docs = stored.get(name, {})
+        for doc_id, doc in {**older[name], **current[name]}.items():
+            if doc is None:
+                docs.pop(doc_id, None)
+            else:
+                docs[doc_id] = doc
+        tables[name] = dict(sorted(docs.items()))
+    return tables
 
 
 def read_table(path: Path, table: str) -> dict[int, Doc]:
-    """The committed documents of one table of a JournaledDB file, journals included, as a reader sees them."""
-    pending = read_pending(path, table)
-    docs = read_tinydb(path).get(table, {})
-    for doc_id, doc in pending.items():
-        if doc is None:
-            docs.pop(doc_id, None)
-        else:
-            docs[doc_id] = doc
-    return dict(sorted(docs.items()))
+    """The committed documents of one table of a JournaledDB file (see `read_tables`)."""
+    return read_tables(path, (table,))[table]
+
+
+def _changes(path: Path, names: tuple[str, ...]) -> dict[str, dict[int, Doc | None]]:
+    """Per table, the last change a journal holds for each document: the document, or None for a deletion."""
+    changes: dict[str, dict[int, Doc | None]] = {name: {} for name in names}
+    for op in read_journal(path):
+        table = changes.get(op["t"])
+        if table is None:
+            continue
+        if op.get("del"):
+            table[op["id"]] = None
+        elif isinstance(op.get("doc"), dict):
+            table[op["id"]] = op["doc"]
+    return changes

@@ -21,7 +21,7 @@ from typing import Any
 
 from relay.errors import StoreError
 from relay.journal import JournaledDB
-from relay.jsonfiles import Doc, atomic_write, read_pending, read_tinydb, render_fragments
+from relay.jsonfiles import Doc, atomic_write, read_table, read_tinydb, render_fragments
 from relay.payloads import advance
 
 log = logging.getLogger("relay.store")
@@ -245,9 +245,7 @@ def read_all(path: Path, table: str = "callbacks", newest: int | None = None, af
     With `newest`, archives are read only as far back as needed; with `after`, archives holding only
     older ids are skipped.
     """
-    merged = {doc_id: doc for doc_id, doc in read_pending(path, table).items() if doc is not None}
-    for doc_id, doc in read_tinydb(path).get(table, {}).items():
-        merged.setdefault(doc_id, doc)
+    merged = read_table(path, table)
     for _, _, last, archive in reversed(archives(path, table)):
         if (newest is not None and len(merged) >= newest) or last <= after:
             break
