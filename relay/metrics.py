@@ -47,7 +47,6 @@ class Metrics:
             registry=self.registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
-        self._delivery_counters: dict[tuple[str, str, str], Any] = {}
         self._gauges = _Gauges()
         self.registry.register(self._gauges)
         self.up = Gauge("relay_up", "1 while relay serves", registry=self.registry)
@@ -59,11 +58,8 @@ class Metrics:
 
     def observe_delivery(self, doc: dict[str, Any], seconds: float) -> None:
         """Count one recorded delivery and its acknowledgement latency."""
-        key = (doc["kind"], doc.get("stage") or "none", _OUTCOMES[doc.get("ok")])
-        counter = self._delivery_counters.get(key)
-        if counter is None:  # labels() takes a lock and builds a key; the few label sets recur
-            counter = self._delivery_counters[key] = self.deliveries.labels(*key)
-        counter.inc()
+        outcome = _OUTCOMES[doc.get("ok")]
+        self.deliveries.labels(kind=doc["kind"], stage=doc.get("stage") or "none", outcome=outcome).inc()
         if doc.get("duplicate"):
             self.duplicates.inc()
         self.ack_latency.observe(seconds)

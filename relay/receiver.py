@@ -59,7 +59,8 @@ class CallbackReceiver:
             self.metrics.rejected.labels(reason="token").inc()
             return JSONResponse({"error": "not found"}, status_code=404)
         received_at = now_iso()
-        host, declared = _host_and_length(request.scope["headers"])
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+        declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             return await self._reject(
                 b"",
@@ -146,17 +147,3 @@ class CallbackReceiver:
             log.error("could not record a rejected request: %s", exc)
         log.warning("rejected a callback (%s): %s", status, reason)
         return JSONResponse({"error": reason}, status_code=status)
-
-
-def _host_and_length(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str]:
-    """The public host (the tunnel's X-Forwarded-Host, else Host) and Content-Length, in one pass."""
-    forwarded = host = None
-    length = ""
-    for name, value in headers:  # the first of each, as Starlette's Headers.get reads them
-        if name == b"x-forwarded-host" and forwarded is None:
-            forwarded = value.decode("latin-1")
-        elif name == b"host" and host is None:
-            host = value.decode("latin-1")
-        elif name == b"content-length" and not length:
-            length = value.decode("latin-1")
-    return forwarded or host, length
