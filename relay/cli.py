@@ -196,8 +196,7 @@ def check(config_path: str | None) -> None:
     if problems:
         raise ConfigError("; ".join(problems))
     click.echo(f"{settings.source}: ok ({len(targets)} alert target(s); log at {settings.log_path})")
-    tunnel = settings.tunnel
-    if tunnel.provider == "ngrok" and not tunnel.authtoken.get_secret_value() and not tunnel.ngrok_config:
+    if settings.tunnel.ngrok_without_credentials:
         # Not an error: relay serves locally without a tunnel. But no callBackUrl the provider can reach.
         click.echo("note: no ngrok authtoken (tunnel.authtoken or NGROK_AUTHTOKEN), so no tunnel will start")
 

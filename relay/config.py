@@ -63,6 +63,11 @@ class TunnelSettings(_Section):
     startup_timeout: float = Field(default=20.0, gt=0)
     check_interval: float = Field(default=10.0, gt=0)
 
+    @property
+    def ngrok_without_credentials(self) -> bool:
+        """ngrok asked for, but neither an authtoken nor an agent config to take one from: no tunnel starts."""
+        return self.provider == "ngrok" and not self.authtoken.get_secret_value() and not self.ngrok_config
+
     @field_validator("public_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

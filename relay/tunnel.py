@@ -62,7 +62,7 @@ def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) 
     tunnel = settings.tunnel
     if tunnel.provider == "none":
         return FixedUrl(tunnel.public_url)
-    if not tunnel.authtoken.get_secret_value() and not tunnel.ngrok_config:
+    if tunnel.ngrok_without_credentials:
         fixed = FixedUrl(tunnel.public_url)
         if not tunnel.public_url:
             fixed.problem = (
