@@ -262,9 +262,12 @@ class Outbox:
             self._wake.set()
 
     async def _send_one(self, target: Target, doc_ids: list[int], message: Message) -> None:
-        self._sent_times.setdefault(target.key, deque()).append(time.time())
         async with self._semaphore:
             result = await self.sender.send(target, message)
+        if result.ok:
+            # Only pushes that arrived use up the burst allowance: retries of a failing alert reached
+            # nobody, and counting them would hold the alert back for a whole burst window.
+            self._sent_times.setdefault(target.key, deque()).append(time.time())
         self.metrics.alerts.labels(result="sent" if result.ok else "failed").inc()
         for doc_id in doc_ids:
             await self._record(doc_id, target.key, result.ok, result.error, digest=len(doc_ids) > 1)

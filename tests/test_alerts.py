@@ -145,6 +145,18 @@ def test_dead_target_is_given_up_and_visible(make_relay: Any, capture: CaptureSe
     assert " dead " in relay.cli("log").stdout
 
 
+def test_failed_attempts_do_not_use_up_the_burst_allowance(make_relay: Any, capture: CaptureServer) -> None:
+    """Retries that reached nobody are not pushes: once the target recovers, the alert goes out on its own."""
+    capture.fail_next = 6  # twice the burst limit
+    relay = make_relay(notify={"urls": [json_url(capture)], "burst_limit": 3, "burst_window": 3600})
+    relay.post(music(task="flaky"))
+    wait_for(lambda: capture.requests, timeout=60)
+    relay.post(music(task="next"))
+    wait_for(lambda: len(capture.requests) == 2, timeout=60)
+    titles = [b["title"] for b in capture.json_bodies()]
+    assert not any("updates" in t for t in titles), titles
+
+
 def test_burst_is_folded_into_a_digest(make_relay: Any, capture: CaptureServer) -> None:
     """30 tasks finishing at once give burst_limit pushes and one digest with the rest."""
     relay = make_relay(notify={"urls": [json_url(capture)], "burst_limit": 3, "burst_window": 3})
