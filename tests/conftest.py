@@ -186,14 +186,18 @@ class CaptureServer:
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
         self.hang = threading.Event()
+        self.held = 0  # requests that arrived while `hang` was set
         self.lock = threading.Lock()
         capture = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                while capture.hang.is_set():
-                    time.sleep(0.05)
+                if capture.hang.is_set():
+                    with capture.lock:
+                        capture.held += 1
+                    while capture.hang.is_set():
+                        time.sleep(0.05)
                 with capture.lock:
                     if capture.fail_next > 0:
                         capture.fail_next -= 1
