@@ -169,8 +169,13 @@ def make_relay(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
     yield factory
     for relay in made:
         if relay.proc is not None and relay.proc.poll() is None:
-            relay.proc.kill()
-            relay.proc.wait(10)
+            # SIGTERM first, so relay stops its ngrok agent; SIGKILL would leave the agent running.
+            relay.proc.terminate()
+            try:
+                relay.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                relay.proc.kill()
+                relay.proc.wait(10)
 
 
 # -- capture servers ------------------------------------------------------------------------------------------
