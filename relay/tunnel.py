@@ -13,6 +13,7 @@ from typing import Protocol
 
 from pyngrok.conf import PyngrokConfig
 
+from relay import agent_pid
 from relay.config import Settings, TunnelSettings
 from relay.errors import TunnelAuthError, TunnelError
 
@@ -20,6 +21,7 @@ log = logging.getLogger("relay.tunnel")
 
 UrlChanged = Callable[[str | None, str], None]
 _AUTH_HINTS = ("authentication failed", "authtoken", "err_ngrok_105", "err_ngrok_107", "err_ngrok_4018")
+_SESSION_LIMIT = "err_ngrok_108"
 
 
 class Tunnel(Protocol):
@@ -51,10 +53,11 @@ class FixedUrl:
 
 @dataclass(frozen=True)
 class AgentFiles:
-    """Where pyngrok finds (or downloads) the agent and its config; empty means pyngrok's default."""
+    """Where pyngrok finds (or downloads) the agent and its config (empty: pyngrok's default), and its pid file."""
 
     path: str = ""
     config: str = ""
+    pid_file: str = ""
 
 
 def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) -> Tunnel:
@@ -70,7 +73,7 @@ def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) 
                 'or tunnel.provider = "none" with tunnel.public_url'
             )
         return fixed
-    agent = AgentFiles(settings.ngrok_agent_path, settings.ngrok_agent_config)
+    agent = AgentFiles(settings.ngrok_agent_path, settings.ngrok_agent_config, str(settings.state_dir / "ngrok.pid"))
     return NgrokTunnel(tunnel, local_port, on_url_change, agent)
 
 
@@ -123,6 +126,8 @@ class NgrokTunnel:
         path = Path(getattr(self._config, "ngrok_path", ""))
         if not path.exists():
             log.warning("no ngrok agent at %s: downloading it now (`relay install-ngrok` does this ahead)", path)
+        if self.agent.pid_file:
+            await asyncio.to_thread(agent_pid.end_leftover, Path(self.agent.pid_file))
         await self._open()
         self._supervisor = asyncio.create_task(self._supervise(), name="tunnel-supervisor")
 
@@ -150,7 +155,7 @@ class NgrokTunnel:
         raise TunnelError(message)
 
     def _connect(self) -> str:
-        from pyngrok import ngrok
+        from pyngrok import ngrok, process
         from pyngrok.exception import PyngrokError, PyngrokNgrokError
 
         options: dict[str, str] = {}
@@ -160,6 +165,11 @@ class NgrokTunnel:
             tunnel = ngrok.connect(f"http://127.0.0.1:{self.local_port}", pyngrok_config=self._config, **options)
         except PyngrokNgrokError as exc:
             reason = str(exc.ngrok_error or exc)
+            if _SESSION_LIMIT in reason.lower():  # ngrok words it "authentication failed", but the token is fine
+                raise TunnelError(
+                    "another ngrok agent is already online with this authtoken and the account allows one "
+                    "(ERR_NGROK_108): stop that agent, or give relay an authtoken of its own"
+                ) from None
             if any(hint in reason.lower() for hint in _AUTH_HINTS):
                 raise TunnelAuthError(
                     f"ngrok refused the authtoken ({reason}): fix tunnel.authtoken or NGROK_AUTHTOKEN"
@@ -169,6 +179,9 @@ class NgrokTunnel:
             raise TunnelError(f"cannot open the ngrok tunnel: {exc}") from None
         if not tunnel.public_url:
             raise TunnelError("the ngrok agent returned no public URL")
+        config = self._config
+        if self.agent.pid_file and config is not None and process.is_process_running(config.ngrok_path):
+            agent_pid.record(Path(self.agent.pid_file), process.get_process(config).proc.pid)
         return str(tunnel.public_url).rstrip("/")
 
     def _alive(self) -> bool:
@@ -218,4 +231,6 @@ class NgrokTunnel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         await asyncio.to_thread(self._kill)
+        if self.agent.pid_file:
+            agent_pid.forget(Path(self.agent.pid_file))
         self.state = "down"

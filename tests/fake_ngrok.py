@@ -3,7 +3,8 @@
 Run as `ngrok start --none --log stdout [--config P]` it logs the logfmt start-up lines pyngrok waits for,
 serves the agent API (`/api/endpoints`) and, for each endpoint, a forwarding proxy on 127.0.0.1 that adds the
 X-Forwarded-* headers ngrok adds. A public URL without a static domain is the proxy's own address; with one, the
-proxy port is written to $FAKE_NGROK_STATE. NGROK_AUTHTOKEN=bad-token fails authentication like ngrok does.
+proxy port is written to $FAKE_NGROK_STATE. NGROK_AUTHTOKEN=bad-token fails authentication like ngrok does, and
+while the agent recorded in $FAKE_NGROK_STATE still runs, another is refused like ngrok's one-session limit.
 """
 
 from __future__ import annotations
@@ -104,6 +105,17 @@ class Api(BaseHTTPRequestHandler):
         pass
 
 
+def other_session_online() -> bool:
+    """Whether the agent that last opened a tunnel (per $FAKE_NGROK_STATE) is still running."""
+    try:
+        with open(os.environ["FAKE_NGROK_STATE"]) as fh:
+            pid = int(json.load(fh)["pid"])
+        with open(f"/proc/{pid}/stat") as fh:
+            return pid != os.getpid() and fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (KeyError, OSError, ValueError):
+        return False
+
+
 def main(argv: list[str]) -> int:
     if "--version" in argv or argv[:1] == ["version"]:
         print("ngrok version 3.20.0")
@@ -118,6 +130,14 @@ def main(argv: list[str]) -> int:
             "eror",
             "failed to auth",
             err='"authentication failed: The authtoken you specified is invalid. ERR_NGROK_105"',
+        )
+        return 1
+    if other_session_online():
+        log(
+            "eror",
+            "failed to auth",
+            err='"authentication failed: Your account is limited to 1 simultaneous ngrok agent sessions. '
+            'ERR_NGROK_108"',
         )
         return 1
     api = ThreadingHTTPServer(("127.0.0.1", 0), Api)

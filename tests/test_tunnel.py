@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,3 +110,39 @@ def test_auth_failure_is_one_line_and_exit_3(make_relay: Any, agent: dict[str, s
     output = relay.read_output()
     assert "NGROK_AUTHTOKEN" in output
     assert "Traceback" not in output
+
+
+def test_agent_left_by_a_killed_relay_is_ended_on_restart(
+    make_relay: Any, agent: dict[str, str], tmp_path: Path
+) -> None:
+    """relay killed with SIGKILL leaves its agent online; the next start ends it instead of being refused."""
+    relay = make_relay(tunnel=agent, env={"FAKE_NGROK_STATE": str(tmp_path / "fake.json")})
+    orphan = state(tmp_path)["pid"]
+    relay.stop(signal.SIGKILL)
+    assert alive(orphan)  # what ngrok's one-session limit would refuse the next agent for
+    relay.start()
+    wait_for(lambda: not alive(orphan), timeout=30)
+    url = relay.cli("url", check=True).stdout.strip()
+    assert httpx.post(url, json=music(task="again")).status_code == 200
+    assert "left running" in relay.read_output()
+    assert relay.stop() == 0
+    assert not (tmp_path / "state" / "ngrok.pid").exists()
+
+
+def test_another_agent_online_is_one_clear_line(make_relay: Any, agent: dict[str, str], tmp_path: Path) -> None:
+    """An agent relay did not start holds the account's one session: relay says so, and leaves that agent alone."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        (tmp_path / "fake.json").write_text(json.dumps({"pid": other.pid}))
+        relay = make_relay(start=False, tunnel=agent, env={"FAKE_NGROK_STATE": str(tmp_path / "fake.json")})
+        relay.start(wait=False)
+        assert relay.proc is not None
+        assert relay.proc.wait(60) != 0
+        output = relay.read_output()
+        assert "another ngrok agent is already online" in output
+        assert "ERR_NGROK_108" in output
+        assert "Traceback" not in output
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
