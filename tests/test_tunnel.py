@@ -146,3 +146,24 @@ def test_another_agent_online_is_one_clear_line(make_relay: Any, agent: dict[str
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
+    """The pid file names a process by pid and start time: another process with that pid is left alone."""
+    from relay import agent_pid
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        pid_file = tmp_path / "ngrok.pid"
+        agent_pid.record(pid_file, other.pid)
+        started = json.loads(pid_file.read_text())["started"]
+        pid_file.write_text(json.dumps({"pid": other.pid, "started": started - 1}))
+        assert agent_pid.end_leftover(pid_file) is None
+        assert other.poll() is None
+        assert not pid_file.exists()
+        agent_pid.record(pid_file, other.pid)
+        assert agent_pid.end_leftover(pid_file) == other.pid
+        assert other.wait(30) == -signal.SIGTERM
+    finally:
+        other.kill()
+        other.wait()
