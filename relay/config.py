@@ -124,6 +124,11 @@ class Settings(_Section):
         return self.state_dir / "outbox.json"
 
     @property
+    def ngrok_pid_path(self) -> Path:
+        """Where relay remembers the ngrok agent it started (see agent_pid.py)."""
+        return self.state_dir / "ngrok.pid"
+
+    @property
     def ngrok_agent_path(self) -> str:
         """tunnel.ngrok_path; empty under systemd means `<state_dir>/ngrok` (see `ngrok_agent_config`)."""
         return self._agent_file(self.tunnel.ngrok_path, "ngrok")

@@ -57,7 +57,7 @@ class AgentFiles:
 
     path: str = ""
     config: str = ""
-    pid_file: str = ""
+    pid_file: Path | None = None
 
 
 def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) -> Tunnel:
@@ -73,7 +73,7 @@ def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) 
                 'or tunnel.provider = "none" with tunnel.public_url'
             )
         return fixed
-    agent = AgentFiles(settings.ngrok_agent_path, settings.ngrok_agent_config, str(settings.state_dir / "ngrok.pid"))
+    agent = AgentFiles(settings.ngrok_agent_path, settings.ngrok_agent_config, settings.ngrok_pid_path)
     return NgrokTunnel(tunnel, local_port, on_url_change, agent)
 
 
@@ -126,8 +126,8 @@ class NgrokTunnel:
         path = Path(getattr(self._config, "ngrok_path", ""))
         if not path.exists():
             log.warning("no ngrok agent at %s: downloading it now (`relay install-ngrok` does this ahead)", path)
-        if self.agent.pid_file:
-            await asyncio.to_thread(agent_pid.end_leftover, Path(self.agent.pid_file))
+        if self.agent.pid_file is not None:
+            await asyncio.to_thread(agent_pid.end_leftover, self.agent.pid_file)
         await self._open()
         self._supervisor = asyncio.create_task(self._supervise(), name="tunnel-supervisor")
 
@@ -180,8 +180,9 @@ class NgrokTunnel:
         if not tunnel.public_url:
             raise TunnelError("the ngrok agent returned no public URL")
         config = self._config
-        if self.agent.pid_file and config is not None and process.is_process_running(config.ngrok_path):
-            agent_pid.record(Path(self.agent.pid_file), process.get_process(config).proc.pid)
+        pid_file = self.agent.pid_file
+        if pid_file is not None and config is not None and process.is_process_running(config.ngrok_path):
+            agent_pid.record(pid_file, process.get_process(config).proc.pid)
         return str(tunnel.public_url).rstrip("/")
 
     def _alive(self) -> bool:
@@ -231,6 +232,6 @@ class NgrokTunnel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         await asyncio.to_thread(self._kill)
-        if self.agent.pid_file:
-            agent_pid.forget(Path(self.agent.pid_file))
+        if self.agent.pid_file is not None:
+            agent_pid.forget(self.agent.pid_file)
         self.state = "down"
