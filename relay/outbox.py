@@ -94,7 +94,7 @@ class Outbox:
     def offer(self, doc: dict[str, Any]) -> None:
         """Listener for recorded deliveries: queue the decision without delaying the acknowledgement."""
         previous = self._chain
-        if (previous is None or previous.done()) and not self._alerts_on(doc):
+        if (previous is None or previous.done()) and self._alert_key(doc) is None:
             # Nothing queued before it and nothing to send: decided here, without a task per delivery.
             self._cursor_value = max(self._cursor_value, doc["id"])
             return
@@ -109,16 +109,16 @@ class Outbox:
         except Exception:
             log.exception("could not queue the alert for delivery %s", doc.get("id"))
 
-    def _alerts_on(self, doc: dict[str, Any]) -> bool:
-        return (
-            bool(self.sender.targets)
-            and messages.category(doc, self.settings.events) is not None
-            and messages.outcome_key(doc) not in self._keys
-        )
+    def _alert_key(self, doc: dict[str, Any]) -> str | None:
+        """The outcome key of the alert `doc` calls for, or None when it calls for none (or it was sent)."""
+        if not self.sender.targets or messages.category(doc, self.settings.events) is None:
+            return None
+        key = messages.outcome_key(doc)
+        return None if key in self._keys else key
 
     async def _consider(self, doc: dict[str, Any]) -> None:
-        key = messages.outcome_key(doc)
-        if self._alerts_on(doc):
+        key = self._alert_key(doc)
+        if key is not None:
             self._keys.add(key)
             self._cursor_value = max(self._cursor_value, doc["id"])
             await self.enqueue(messages.build(doc), key=key, task_id=doc.get("task_id"), delivery_id=doc["id"])
