@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from relay.ingest import delivery_doc
-from relay.jsonfiles import dumps, render_tables
+from relay.jsonfiles import dumps, fragment, render_fragments
 from tests.conftest import CaptureServer, free_port, write_config
 from tests.family import music
 
@@ -151,11 +151,12 @@ def preload(state: Path, records: int, per_file: int = 1000) -> None:
     doc = delivery_doc(music(), "2026-11-01T00:00:00.000Z", 600, "bench")
     for first in range(1, records + 1, per_file):
         ids = range(first, min(first + per_file, records + 1))
-        texts = {
-            i: dumps({**doc, "id": i, "task_id": f"pre{i}", "duplicate": False, "task_state": "complete"}) for i in ids
+        frags = {
+            i: fragment(i, dumps({**doc, "id": i, "task_id": f"pre{i}", "duplicate": False, "task_state": "complete"}))
+            for i in ids
         }
         (state / f"callbacks-archive-callbacks-{ids[0]:09d}-{ids[-1]:09d}.json").write_bytes(
-            render_tables({"callbacks": texts})
+            render_fragments({"callbacks": frags})
         )
 
 

@@ -60,13 +60,6 @@ def render_fragments(tables: dict[str, dict[int, str]]) -> bytes:
     return ("{" + body + "}\n").encode("ascii")
 
 
-def render_tables(tables: dict[str, dict[int, str]]) -> bytes:
-    """A TinyDB document from already-serialized documents: `{"table": {"1": {...}, ...}, ...}`."""
-    return render_fragments(
-        {name: {doc_id: fragment(doc_id, text) for doc_id, text in docs.items()} for name, docs in tables.items()}
-    )
-
-
 def read_tinydb(path: Path) -> dict[str, dict[int, Doc]]:
     """Read a TinyDB JSON file into `{table: {doc_id: doc}}`; a missing file is empty."""
     try:
