@@ -17,9 +17,17 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 ENDPOINTS: dict[str, dict[str, Any]] = {}
+
+
+def install(path: Path) -> Path:
+    """Put an executable at `path` that runs this fake agent, as pyngrok expects to find an `ngrok` there."""
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).resolve()}" "$@"\n')
+    path.chmod(0o755)
+    return path
 
 
 def log(level: str, msg: str, **fields: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import fake_ngrok
 from tests.conftest import TOKEN, RelayProcess, free_port, wait_for, write_config
 from tests.family import music
 
@@ -251,9 +252,7 @@ def test_runs_in_the_environment_the_units_give_it(tmp_path: Path) -> None:
     state, creds = tmp_path / "state", tmp_path / "credentials"
     state.mkdir(mode=0o700)
     creds.mkdir(mode=0o700)
-    agent = state / "ngrok"  # where pyngrok would download it under systemd
-    agent.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "fake_ngrok.py"}" "$@"\n')
-    agent.chmod(0o755)
+    fake_ngrok.install(state / "ngrok")  # where pyngrok would download it under systemd
     port, admin = free_port(), free_port()
     config = write_config(
         creds,

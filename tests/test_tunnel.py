@@ -7,24 +7,22 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests import fake_ngrok
 from tests.conftest import TOKEN, CaptureServer, wait_for
 from tests.family import music
-
-FAKE = Path(__file__).with_name("fake_ngrok.py")
 
 
 @pytest.fixture
 def agent(tmp_path: Path) -> dict[str, str]:
     """tunnel settings pointing pyngrok at the fake agent."""
-    exe = tmp_path / "ngrok"
-    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
-    exe.chmod(0o755)
+    exe = fake_ngrok.install(tmp_path / "ngrok")
     (tmp_path / "ngrok.yml").write_text('version: "3"\n')
     return {
         "provider": "ngrok",
@@ -129,41 +127,42 @@ def test_agent_left_by_a_killed_relay_is_ended_on_restart(
     assert not (tmp_path / "state" / "ngrok.pid").exists()
 
 
-def test_another_agent_online_is_one_clear_line(make_relay: Any, agent: dict[str, str], tmp_path: Path) -> None:
+@pytest.fixture
+def other() -> Iterator[subprocess.Popen[bytes]]:
+    """A process relay did not start, ended after the test."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_another_agent_online_is_one_clear_line(
+    make_relay: Any, agent: dict[str, str], tmp_path: Path, other: subprocess.Popen[bytes]
+) -> None:
     """An agent relay did not start holds the account's one session: relay says so, and leaves that agent alone."""
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    try:
-        (tmp_path / "fake.json").write_text(json.dumps({"pid": other.pid}))
-        relay = make_relay(start=False, tunnel=agent, env={"FAKE_NGROK_STATE": str(tmp_path / "fake.json")})
-        relay.start(wait=False)
-        assert relay.proc is not None
-        assert relay.proc.wait(60) != 0
-        output = relay.read_output()
-        assert "another ngrok agent is already online" in output
-        assert "ERR_NGROK_108" in output
-        assert "Traceback" not in output
-        assert other.poll() is None
-    finally:
-        other.kill()
-        other.wait()
+    (tmp_path / "fake.json").write_text(json.dumps({"pid": other.pid}))
+    relay = make_relay(start=False, tunnel=agent, env={"FAKE_NGROK_STATE": str(tmp_path / "fake.json")})
+    relay.start(wait=False)
+    assert relay.proc is not None
+    assert relay.proc.wait(60) != 0
+    output = relay.read_output()
+    assert "another ngrok agent is already online" in output
+    assert "ERR_NGROK_108" in output
+    assert "Traceback" not in output
+    assert other.poll() is None
 
 
-def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
+def test_a_reused_pid_is_never_signalled(tmp_path: Path, other: subprocess.Popen[bytes]) -> None:
     """The pid file names a process by pid and start time: another process with that pid is left alone."""
     from relay import agent_pid
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    try:
-        pid_file = tmp_path / "ngrok.pid"
-        agent_pid.record(pid_file, other.pid)
-        started = json.loads(pid_file.read_text())["started"]
-        pid_file.write_text(json.dumps({"pid": other.pid, "started": started - 1}))
-        assert agent_pid.end_leftover(pid_file) is None
-        assert other.poll() is None
-        assert not pid_file.exists()
-        agent_pid.record(pid_file, other.pid)
-        assert agent_pid.end_leftover(pid_file) == other.pid
-        assert other.wait(30) == -signal.SIGTERM
-    finally:
-        other.kill()
-        other.wait()
+    pid_file = tmp_path / "ngrok.pid"
+    agent_pid.record(pid_file, other.pid)
+    started = json.loads(pid_file.read_text())["started"]
+    pid_file.write_text(json.dumps({"pid": other.pid, "started": started - 1}))
+    assert agent_pid.end_leftover(pid_file) is None
+    assert other.poll() is None
+    assert not pid_file.exists()
+    agent_pid.record(pid_file, other.pid)
+    assert agent_pid.end_leftover(pid_file) == other.pid
+    assert other.wait(30) == -signal.SIGTERM
