@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import re
@@ -160,6 +161,13 @@ def preload(state: Path, records: int, per_file: int = 1000) -> None:
         )
 
 
+def _end_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+
+
 def relay_config(folder: Path, state: Path, port: int, admin: int, notify: dict[str, Any] | None = None) -> Path:
     """relay.toml in `folder` for a benchmark instance: no tunnel, quiet logs, its own state directory."""
     return write_config(
@@ -228,6 +236,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     port, admin, bare_port = free_port(), free_port(), free_port()
     env = {**os.environ, "NO_PROXY": "*"}
+    # A run cut short (a server answering errors, Ctrl-C) must not leave servers behind on these ports.
+    running: list[subprocess.Popen[bytes]] = []
+    atexit.register(_end_all, running)
 
     def start_relay(state: Path) -> tuple[subprocess.Popen[bytes], float]:
         config = relay_config(work, state, port, admin)
@@ -238,6 +249,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
             env=env,
         )
+        running.append(proc)
         wait_listening(f"http://127.0.0.1:{admin}/healthz")
         return proc, time.perf_counter() - started
 
@@ -246,6 +258,7 @@ def main() -> None:
         proc.wait(60)
 
     bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)], stderr=subprocess.DEVNULL, env=env)
+    running.append(bare)
     wait_listening(f"http://127.0.0.1:{bare_port}/")
     relay_url = f"http://127.0.0.1:{port}/callback/bench-token-0123456789"
     bare_url = f"http://127.0.0.1:{bare_port}/callback/x"
