@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-log = logging.getLogger("relay.tunnel")
+logger = logging.getLogger("relay.tunnel")
 
 
 def _start_time(pid: int) -> int | None:
@@ -59,7 +59,7 @@ def end_leftover(pid_file: Path, grace: float = 5.0) -> int | None:
     forget(pid_file)
     if _start_time(pid) != started:
         return None
-    log.warning("ending the ngrok agent (pid %d) a previous relay left running", pid)
+    logger.warning("ending the ngrok agent (pid %d) a previous relay left running", pid)
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)

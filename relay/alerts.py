@@ -14,7 +14,7 @@ from relay.config import NotifySettings
 from relay.errors import ConfigError
 from relay.messages import Message
 
-log = logging.getLogger("relay.alerts")
+logger = logging.getLogger("relay.alerts")
 
 #: `tag=URL` or `tag1,tag2=URL` (the form Apprise's TEXT config files use).
 _TAGGED = re.compile(r"^\s*([\w, -]+?)\s*=\s*(\S+://.*)$")

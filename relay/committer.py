@@ -19,7 +19,7 @@ from typing import Any
 
 from relay.jsonfiles import Doc, fsync_dir
 
-log = logging.getLogger("relay.store")
+logger = logging.getLogger("relay.store")
 
 
 @dataclass
@@ -133,7 +133,7 @@ class Committer:
         except OSError as exc:
             error = f"cannot write {self.journal}: {exc.strerror or exc}"
         except Exception as exc:  # a bug here must fail these requests, not leave them waiting forever
-            log.exception("commit failed")
+            logger.exception("commit failed")
             error = f"cannot write {self.journal}: {exc}"
         self._call_soon(self.on_committed, batch, error)
 
@@ -167,7 +167,7 @@ class Committer:
         except FileNotFoundError:
             pass  # no journal yet: the next append creates it
         except OSError as exc:  # the next append opens (or creates) the journal again
-            log.error("cannot move %s aside: %s", self.journal.name, exc.strerror or exc)
+            logger.error("cannot move %s aside: %s", self.journal.name, exc.strerror or exc)
 
     def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None

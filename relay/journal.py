@@ -35,7 +35,7 @@ from relay.jsonfiles import (
     render_fragments,
 )
 
-log = logging.getLogger("relay.store")
+logger = logging.getLogger("relay.store")
 
 
 class JournaledDB:
@@ -164,7 +164,7 @@ class JournaledDB:
                 await asyncio.to_thread(self._write_snapshot, snapshot)
             except OSError as exc:
                 self._flush_error = f"cannot write {self.path}: {exc.strerror or exc}"
-                log.error("%s", self._flush_error)
+                logger.error("%s", self._flush_error)
                 raise StoreError(self._flush_error) from exc
             self._flush_error = None
             self._flushed = version
@@ -192,7 +192,7 @@ class JournaledDB:
     def _committed(self, batch: list[Op], error: str | None) -> None:
         if error is not None:
             self._commit_error = error
-            log.error("%s", error)
+            logger.error("%s", error)
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(StoreError(error))

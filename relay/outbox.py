@@ -22,9 +22,9 @@ from relay.config import NotifySettings
 from relay.journal import JournaledDB
 from relay.messages import Message
 from relay.metrics import Metrics
-from relay.store import CallbackLog, now_iso, read_all
+from relay.store import DeliveryStore, now_iso, read_all
 
-log = logging.getLogger("relay.outbox")
+logger = logging.getLogger("relay.outbox")
 
 KEEP_FINISHED_DAYS = 30
 
@@ -33,13 +33,13 @@ class Outbox:
     """The durable queue of alerts, and the worker that delivers them."""
 
     def __init__(
-        self, path: Path, sender: AlertSender, settings: NotifySettings, metrics: Metrics, log_: CallbackLog
+        self, path: Path, sender: AlertSender, settings: NotifySettings, metrics: Metrics, store: DeliveryStore
     ) -> None:
         self.path = path
         self.sender = sender
         self.settings = settings
         self.metrics = metrics
-        self.log = log_
+        self.store = store
         self.db = JournaledDB(path, ("alerts", "meta"))
         self._keys: set[str] = set()
         self._wake = asyncio.Event()
@@ -60,7 +60,7 @@ class Outbox:
         self.db.open()
         await self.db.start()
         if fresh:  # a new outbox does not alert on history recorded before it existed
-            await self.db.put("meta", {"cursor": self.log.db.next_id("callbacks") - 1}, 1)
+            await self.db.put("meta", {"cursor": self.store.db.next_id("callbacks") - 1}, 1)
         cutoff = time.time() - KEEP_FINISHED_DAYS * 86400
         for doc_id, row in list(self.db.table("alerts").items()):
             if row["state"] != "pending" and row.get("finished", 0) < cutoff:
@@ -68,9 +68,9 @@ class Outbox:
             else:
                 self._keys.add(row["key"])
         self._cursor_value = self._stored_cursor()
-        newest = self.log.db.next_id("callbacks") - 1
+        newest = self.store.db.next_id("callbacks") - 1
         if self._cursor_value < newest:
-            for doc in read_all(self.log.path, after=self._cursor_value):
+            for doc in read_all(self.store.path, after=self._cursor_value):
                 await self._consider(doc)
         await self._persist_cursor()
         self._task = asyncio.create_task(self._run(), name="outbox")
@@ -107,7 +107,7 @@ class Outbox:
         try:
             await self._consider(doc)
         except Exception:
-            log.exception("could not queue the alert for delivery %s", doc.get("id"))
+            logger.exception("could not queue the alert for delivery %s", doc.get("id"))
 
     def _alert_key(self, doc: dict[str, Any]) -> str | None:
         """The outcome key of the alert `doc` calls for, or None when it calls for none (or it was sent)."""
@@ -272,7 +272,7 @@ class Outbox:
         for doc_id in doc_ids:
             await self._record(doc_id, target.key, result.ok, result.error, digest=len(doc_ids) > 1)
         if not result.ok:
-            log.warning("alert to %s failed: %s", target.masked, result.error)
+            logger.warning("alert to %s failed: %s", target.masked, result.error)
 
     async def _record(self, doc_id: int, key: str, ok: bool, error: str | None, digest: bool) -> None:
         # Targets of one row finish concurrently: serialize read-modify-write, or one result would be lost.

@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse, Response
 from relay.errors import StoreError
 from relay.ingest import BadBody, delivery_doc, parse_body, rejected_doc
 from relay.metrics import Metrics
-from relay.store import CallbackLog, now_iso
+from relay.store import DeliveryStore, now_iso
 
-log = logging.getLogger("relay.receiver")
+logger = logging.getLogger("relay.receiver")
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -34,14 +34,14 @@ class CallbackReceiver:
 
     def __init__(
         self,
-        log_: CallbackLog,
+        store: DeliveryStore,
         token: str,
         max_body_bytes: int,
         body_timeout: float,
         metrics: Metrics,
         listeners: list[Listener] | None = None,
     ) -> None:
-        self.log = log_
+        self.store = store
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
@@ -102,7 +102,7 @@ class CallbackReceiver:
         except BadBody as exc:
             return await self._reject(raw, str(exc), 400, received_at, host, "bad_json")
         try:
-            doc = await self.log.record(delivery_doc(payload, received_at, len(raw), host))
+            doc = await self.store.record(delivery_doc(payload, received_at, len(raw), host))
         except ValueError as exc:  # parse_body keeps out what strict JSON cannot hold; this is the backstop
             return await self._reject(
                 raw, f"not a JSON value relay can keep: {exc}", 400, received_at, host, "bad_json"
@@ -116,7 +116,7 @@ class CallbackReceiver:
             try:
                 listener(doc)
             except Exception:  # a fan-out bug must not turn a recorded callback into a 500
-                log.exception("listener failed for delivery %s", doc["id"])
+                logger.exception("listener failed for delivery %s", doc["id"])
         return Response(RECEIVED, media_type="application/json")
 
     async def _read(self, request: Request) -> bytes:
@@ -142,8 +142,8 @@ class CallbackReceiver:
     ) -> Response:
         self.metrics.rejected.labels(reason=metric).inc()
         try:
-            await self.log.record_rejected(rejected_doc(raw, reason, status, received_at, host, truncated))
+            await self.store.record_rejected(rejected_doc(raw, reason, status, received_at, host, truncated))
         except StoreError as exc:
-            log.error("could not record a rejected request: %s", exc)
-        log.warning("rejected a callback (%s): %s", status, reason)
+            logger.error("could not record a rejected request: %s", exc)
+        logger.warning("rejected a callback (%s): %s", status, reason)
         return JSONResponse({"error": reason}, status_code=status)

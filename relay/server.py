@@ -19,10 +19,10 @@ from relay.app import create_admin_app, create_public_app
 from relay.config import Settings, ensure_token
 from relay.errors import RelayError
 from relay.redact import RedactingFilter, mask_token
-from relay.service import Relay
-from relay.systemd import Notifier
+from relay.runtime import Relay
+from relay.sd_notify import SystemdNotifier
 
-log = logging.getLogger("relay")
+logger = logging.getLogger("relay")
 
 
 class _Server(uvicorn.Server):
@@ -112,7 +112,7 @@ def serve(settings: Settings) -> int:
 async def _serve(settings: Settings, token: str) -> int:
     public_sock = bind(settings.server.host, settings.server.port, "server")
     admin_sock = bind(settings.admin.host, settings.admin.port, "admin")
-    notifier = Notifier.from_environment()
+    notifier = SystemdNotifier.from_environment()
     relay = Relay(settings, token, local_port=public_sock.getsockname()[1])
     await relay.start()
     public = _uvicorn(create_public_app(relay.receiver), access_log=True)
@@ -134,7 +134,7 @@ async def _serve(settings: Settings, token: str) -> int:
     stop_wait = asyncio.create_task(stopping.wait())
     await asyncio.wait([stop_wait, *servers], return_when=asyncio.FIRST_COMPLETED)
 
-    log.info("shutting down: draining in-flight requests")
+    logger.info("shutting down: draining in-flight requests")
     notifier.stopping()
     public.should_exit = admin.should_exit = True
     await asyncio.gather(*servers, return_exceptions=True)
@@ -143,7 +143,7 @@ async def _serve(settings: Settings, token: str) -> int:
     await relay.stop()
     for sock in (public_sock, admin_sock):
         sock.close()
-    log.info("stopped")
+    logger.info("stopped")
     return 0
 
 

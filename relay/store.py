@@ -24,7 +24,7 @@ from relay.journal import JournaledDB
 from relay.jsonfiles import Doc, atomic_write, read_table, read_tinydb, render_fragments
 from relay.payloads import advance
 
-log = logging.getLogger("relay.store")
+logger = logging.getLogger("relay.store")
 
 TABLES = ("callbacks", "rejected")
 #: How many tasks and payload fingerprints are remembered for duplicate and state tracking. The provider
@@ -65,7 +65,7 @@ def parse_iso(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class CallbackLog:
+class DeliveryStore:
     """The durable log of deliveries, with per-task state and duplicate detection."""
 
     def __init__(self, path: Path, rotate_records: int = 1000, retention_days: float = 0) -> None:
@@ -179,7 +179,7 @@ class CallbackLog:
         try:
             await self.rotate()
         except (OSError, StoreError) as exc:  # the live file keeps the deliveries; tried again on the next one
-            log.error("cannot rotate %s: %s", self.path.name, exc)
+            logger.error("cannot rotate %s: %s", self.path.name, exc)
 
     async def rotate(self) -> None:
         """Move the oldest deliveries into an archive file, keeping `rotate_records` in the live file."""
@@ -198,7 +198,7 @@ class CallbackLog:
                 # and open() drops the live one.
                 self.db.drop_from_memory(table, ids)
                 moved_any = True
-                log.info("rotated %d %s into %s", len(ids), table, name)
+                logger.info("rotated %d %s into %s", len(ids), table, name)
             if moved_any:
                 await self.db.flush()
 

@@ -17,7 +17,7 @@ from relay import agent_pid
 from relay.config import Settings, TunnelSettings
 from relay.errors import TunnelAuthError, TunnelError
 
-log = logging.getLogger("relay.tunnel")
+logger = logging.getLogger("relay.tunnel")
 
 UrlChanged = Callable[[str | None, str], None]
 _AUTH_HINTS = ("authentication failed", "authtoken", "err_ngrok_105", "err_ngrok_107", "err_ngrok_4018")
@@ -125,7 +125,7 @@ class NgrokTunnel:
         self._config = self._pyngrok_config()
         path = Path(getattr(self._config, "ngrok_path", ""))
         if not path.exists():
-            log.warning("no ngrok agent at %s: downloading it now (`relay install-ngrok` does this ahead)", path)
+            logger.warning("no ngrok agent at %s: downloading it now (`relay install-ngrok` does this ahead)", path)
         if self.agent.pid_file is not None:
             await asyncio.to_thread(agent_pid.end_leftover, self.agent.pid_file)
         await self._open()
@@ -145,9 +145,9 @@ class NgrokTunnel:
             raise
         old, self.public_url = self.public_url, url
         self.state, self.problem = "up", ""
-        log.info("tunnel up: %s -> 127.0.0.1:%d", url, self.local_port)
+        logger.info("tunnel up: %s -> 127.0.0.1:%d", url, self.local_port)
         if old and old != url:
-            log.warning("the public URL changed from %s to %s", old, url)
+            logger.warning("the public URL changed from %s to %s", old, url)
             self.on_url_change(old, url)
 
     def _fail(self, message: str) -> None:
@@ -204,14 +204,14 @@ class NgrokTunnel:
             if await asyncio.to_thread(self._alive):
                 delay = self.settings.check_interval
                 continue
-            log.warning("the tunnel is down; restarting the ngrok agent")
+            logger.warning("the tunnel is down; restarting the ngrok agent")
             self.state, self.problem = "down", "the ngrok agent died or lost the tunnel"
             await asyncio.to_thread(self._kill)
             try:
                 await self._open()
                 delay = self.settings.check_interval
             except TunnelError as exc:
-                log.error("could not restore the tunnel: %s", exc)
+                logger.error("could not restore the tunnel: %s", exc)
                 delay = min(self.settings.check_interval, 5.0)
 
     def _kill(self) -> None:

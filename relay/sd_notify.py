@@ -9,10 +9,10 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
-log = logging.getLogger("relay.systemd")
+logger = logging.getLogger("relay.systemd")
 
 
-class Notifier:
+class SystemdNotifier:
     """Sends datagrams to $NOTIFY_SOCKET; does nothing when relay is not run by systemd."""
 
     def __init__(self, address: str | None, watchdog_usec: int | None = None) -> None:
@@ -20,7 +20,7 @@ class Notifier:
         self.watchdog_interval = watchdog_usec / 2 / 1_000_000 if watchdog_usec else None
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] | None = None) -> Notifier:
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> SystemdNotifier:
         """Read NOTIFY_SOCKET and WATCHDOG_USEC (honouring WATCHDOG_PID) as systemd sets them."""
         env = os.environ if env is None else env
         usec = env.get("WATCHDOG_USEC", "")
@@ -37,7 +37,7 @@ class Notifier:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.sendto("\n".join(fields).encode(), address)
         except OSError as exc:
-            log.warning("cannot notify systemd: %s", exc)
+            logger.warning("cannot notify systemd: %s", exc)
             return False
         return True
 

@@ -11,10 +11,10 @@ from relay.config import Settings
 from relay.metrics import Metrics
 from relay.outbox import Outbox
 from relay.receiver import CallbackReceiver
-from relay.store import CallbackLog
+from relay.store import DeliveryStore
 from relay.tunnel import Tunnel, make_tunnel
 
-log = logging.getLogger("relay")
+logger = logging.getLogger("relay")
 
 
 class Relay:
@@ -25,12 +25,12 @@ class Relay:
         self._token = token
         self.local_port = local_port
         self.metrics = Metrics()
-        self.log = CallbackLog(settings.log_path, settings.storage.rotate_records, settings.storage.retention_days)
+        self.store = DeliveryStore(settings.log_path, settings.storage.rotate_records, settings.storage.retention_days)
         self.sender = AlertSender.from_settings(settings.notify)
-        self.outbox = Outbox(settings.outbox_path, self.sender, settings.notify, self.metrics, self.log)
+        self.outbox = Outbox(settings.outbox_path, self.sender, settings.notify, self.metrics, self.store)
         self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self.outbox.url_changed)
         self.receiver = CallbackReceiver(
-            self.log,
+            self.store,
             token,
             settings.server.max_body_bytes,
             settings.server.body_timeout,
@@ -43,15 +43,15 @@ class Relay:
         self.metrics.gauge(
             "relay_log_live_records",
             "Deliveries in the live log file",
-            lambda: len(self.log.db.table("callbacks")),
+            lambda: len(self.store.db.table("callbacks")),
         )
         self.metrics.gauge("relay_log_bytes", "Size of the live log file", self._log_bytes)
 
     async def start(self) -> None:
         """Open the log and the outbox, prune old archives, then bring the tunnel up."""
-        await self.log.open()
-        for path in self.log.prune():
-            log.info("retention: removed %s", path.name)
+        await self.store.open()
+        for path in self.store.prune():
+            logger.info("retention: removed %s", path.name)
         await self.outbox.start()
         await self.tunnel.start()
 
@@ -59,7 +59,7 @@ class Relay:
         """Close the tunnel first (no new traffic), then leave pending alerts in the outbox and flush."""
         await self.tunnel.stop()
         await self.outbox.stop()
-        await self.log.close()
+        await self.store.close()
 
     def local_callback_url(self) -> str:
         """The callback URL on the public listener itself (reachable from this machine)."""
@@ -81,13 +81,13 @@ class Relay:
         url = self.tunnel.public_url
         where = f"{url}/callback/****" if url else "no public URL"
         return (
-            f"{where}; {len(self.log.db.table('callbacks'))} live deliveries; "
+            f"{where}; {len(self.store.db.table('callbacks'))} live deliveries; "
             f"{self.outbox.pending} alerts pending, {self.outbox.dead} dead"
         )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy when the log can be written, the tunnel (if any) is up and alerts are not dying."""
-        log_error = self.log.last_error
+        log_error = self.store.last_error
         tunnel = {
             "provider": self.settings.tunnel.provider,
             "state": self.tunnel.state,
@@ -116,7 +116,7 @@ class Relay:
                 "path": str(self.settings.log_path),
                 "writable": log_error is None,
                 "error": log_error,
-                "live_records": len(self.log.db.table("callbacks")),
+                "live_records": len(self.store.db.table("callbacks")),
             },
             "tunnel": tunnel,
             "alerts": alerts,
