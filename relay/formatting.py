@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -15,7 +16,7 @@ def mmss(seconds: Any) -> str | None:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def titles(doc: dict[str, Any]) -> list[str]:
+def titles(doc: Mapping[str, Any]) -> list[str]:
     """Titles of a delivery's tracks or lyrics, without repeats, in order."""
     seen: list[str] = []
     for item in [*(doc.get("tracks") or []), *(doc.get("lyrics") or [])]:

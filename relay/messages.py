@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ class Message:
     text: str
 
 
-def category(doc: dict[str, Any], events: tuple[str, ...]) -> str | None:
+def category(doc: Mapping[str, Any], events: tuple[str, ...]) -> str | None:
     """`failure`, `success` or None (no alert) for a recorded delivery.
 
     Failures always alert. A success alerts when its stage is in `notify.events`; kinds without stages count
@@ -65,21 +66,21 @@ def category(doc: dict[str, Any], events: tuple[str, ...]) -> str | None:
     return "success" if said in events else None
 
 
-def outcome_key(doc: dict[str, Any]) -> str:
+def outcome_key(doc: Mapping[str, Any]) -> str:
     """Identifies an outcome, so retried or re-sent deliveries of it alert once."""
     said = outcome(doc.get("stage"), doc.get("ok"))
     task = doc.get("task_id")
     return f"{task}:{doc.get('kind')}:{said}" if task else f"body:{doc.get('fingerprint')}"
 
 
-def build(doc: dict[str, Any]) -> Message:
+def build(doc: Mapping[str, Any]) -> Message:
     """The alert for one delivery (call only when `category` says it alerts)."""
     if outcome(doc.get("stage"), doc.get("ok")) == "failed":
         return _failure(doc)
     return _success(doc)
 
 
-def _failure(doc: dict[str, Any]) -> Message:
+def _failure(doc: Mapping[str, Any]) -> Message:
     kind = _KIND_NAMES.get(doc.get("kind") or "unknown", "Task")
     code = doc.get("code")
     names = titles(doc)
@@ -102,7 +103,7 @@ def _code(value: Any) -> str:
     return f"`{value}`" if value else ""
 
 
-def _success(doc: dict[str, Any]) -> Message:
+def _success(doc: Mapping[str, Any]) -> Message:
     kind = doc.get("kind") or "unknown"
     names = titles(doc)
     stage = doc.get("stage")

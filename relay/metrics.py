@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -56,7 +56,7 @@ class Metrics:
         """Expose a value computed at scrape time."""
         self._gauges.sources[name] = (doc, read)
 
-    def observe_delivery(self, doc: dict[str, Any], seconds: float) -> None:
+    def observe_delivery(self, doc: Mapping[str, Any], seconds: float) -> None:
         """Count one recorded delivery and its acknowledgement latency."""
         outcome = _OUTCOMES[doc.get("ok")]
         self.deliveries.labels(kind=doc["kind"], stage=doc.get("stage") or "none", outcome=outcome).inc()

@@ -6,8 +6,6 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -18,8 +16,6 @@ from relay.metrics import Metrics
 from relay.store import DeliveryStore, now_iso
 
 logger = logging.getLogger("relay.receiver")
-
-Listener = Callable[[dict[str, Any]], None]
 
 RECEIVED = b'{"status":"received"}'
 
@@ -39,14 +35,12 @@ class CallbackReceiver:
         max_body_bytes: int,
         body_timeout: float,
         metrics: Metrics,
-        listeners: list[Listener] | None = None,
     ) -> None:
         self.store = store
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.metrics = metrics
-        self.listeners = listeners if listeners is not None else []
 
     def token_matches(self, candidate: str) -> bool:
         """Constant-time comparison, so response timing tells nothing about the token."""
@@ -112,11 +106,6 @@ class CallbackReceiver:
             # 503 makes the provider retry later; never acknowledge what is not on disk.
             return JSONResponse({"error": f"cannot record the callback now, retry later: {exc}"}, status_code=503)
         self.metrics.observe_delivery(doc, time.perf_counter() - started)
-        for listener in self.listeners:
-            try:
-                listener(doc)
-            except Exception:  # a fan-out bug must not turn a recorded callback into a 500
-                logger.exception("listener failed for delivery %s", doc["id"])
         return Response(RECEIVED, media_type="application/json")
 
     async def _read(self, request: Request) -> bytes:

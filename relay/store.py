@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from relay.errors import StoreError
 from relay.journal import JournaledDB
 from relay.jsonfiles import Doc, atomic_write, read_table, read_tinydb, render_fragments
+from relay.model import Delivery
 from relay.payloads import advance
 
 logger = logging.getLogger("relay.store")
@@ -30,6 +31,8 @@ TABLES = ("callbacks", "rejected")
 #: How many tasks and payload fingerprints are remembered for duplicate and state tracking. The provider
 #: retries for 21 minutes, so this is generous while keeping memory flat however long the log grows.
 MEMORY = 20_000
+
+Subscriber = Callable[[Delivery], None]
 
 
 def archive_pattern(path: Path) -> re.Pattern[str]:
@@ -77,6 +80,23 @@ class DeliveryStore:
         self._states: OrderedDict[str, str] = OrderedDict()
         self._rotating = asyncio.Lock()
         self._rotation: asyncio.Task[None] | None = None
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call `subscriber` on the loop with each delivery once it is durably recorded, however it came in."""
+        self._subscribers.append(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop calling `subscriber`."""
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(subscriber)
+
+    def _publish(self, delivery: Delivery) -> None:
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(delivery)
+            except Exception:  # a consumer's bug must not turn a recorded delivery into an error
+                logger.exception("subscriber failed for delivery %s", delivery["id"])
 
     @property
     def last_error(self) -> str | None:
@@ -139,8 +159,8 @@ class DeliveryStore:
         """The state a task has reached so far (see payloads.advance)."""
         return self._states.get(task_id) if task_id else None
 
-    async def record(self, doc: Doc) -> Doc:
-        """Add a delivery; returns it with `id`, `duplicate` and `task_state` once it is on disk."""
+    async def record(self, doc: Doc) -> Delivery:
+        """Add a delivery; returns it with `id`, `duplicate` and `task_state` once it is on disk, then publishes it."""
         fingerprint = doc.get("fingerprint")
         duplicate = isinstance(fingerprint, str) and fingerprint in self._seen
         task_id = doc.get("task_id")
@@ -160,7 +180,9 @@ class DeliveryStore:
                 self._states.pop(task_id, None)
             raise
         self._rotate_soon()
-        return doc
+        delivery: Delivery = doc  # type: ignore[assignment]  # built by ingest/payloads with every field
+        self._publish(delivery)
+        return delivery
 
     async def record_rejected(self, doc: Doc) -> Doc:
         """Add a rejected request (bad JSON, too large, stalled) with its raw bytes."""
