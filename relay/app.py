@@ -46,7 +46,7 @@ class AdminServices:
     callback_url: Callable[[], str | None]
     public_url_problem: Callable[[], str]
     health: Callable[[], tuple[bool, dict[str, Any]]]
-    alerts_for_task: Callable[[str], list[dict[str, Any]]]
+    alerts_for_task: Callable[[str, list[int]], list[dict[str, Any]]]
 
 
 def _filters(request: Request) -> Filters:
@@ -77,7 +77,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
         "task_id": task_id,
         "state": task_state(deliveries),
         "deliveries": deliveries,
-        "alerts": services.alerts_for_task(task_id),
+        "alerts": services.alerts_for_task(task_id, [d["id"] for d in deliveries]),
     }
 
 

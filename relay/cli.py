@@ -15,6 +15,7 @@ import click
 from relay import errors
 from relay.config import Settings, load_settings, new_token
 from relay.errors import ConfigError, NotRunningError, RelayError
+from relay.job_files import jobs_for_task
 from relay.query import Filters, parse_since, select, task_state
 from relay.render import delivery_table, rejected_table, show_task
 from relay.starter import STARTER_CONFIG
@@ -166,7 +167,7 @@ def show(config_path: str | None, task_id: str, as_json: bool) -> None:
     deliveries = select(read_all(settings.log_path), Filters(task=task_id))
     if not deliveries:
         raise RelayError(f"no deliveries for task {task_id!r}")
-    alerts = [a for a in _alerts(settings) if a.get("task_id") == task_id]
+    alerts = jobs_for_task(settings.outbox_path, "alerts", task_id, [d["id"] for d in deliveries])
     state = task_state(deliveries)
     if as_json:
         click.echo(

@@ -1,15 +1,18 @@
-"""The running relay: the log, the alert outbox and the tunnel, opened and closed together."""
+"""The running relay: the log, the job queue and its workers, and the tunnel, opened and closed together."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from relay.alerts import AlertSender
 from relay.app import AdminServices
 from relay.config import Settings
+from relay.jobs import JobKind, JobQueue
 from relay.metrics import Metrics
-from relay.outbox import Outbox
+from relay.outbox import AlertKind, Outbox
 from relay.receiver import CallbackReceiver
 from relay.store import DeliveryStore
 from relay.tunnel import Tunnel, make_tunnel
@@ -27,16 +30,22 @@ class Relay:
         self.metrics = Metrics()
         self.store = DeliveryStore(settings.log_path, settings.storage.rotate_records, settings.storage.retention_days)
         self.sender = AlertSender.from_settings(settings.notify)
-        self.outbox = Outbox(settings.outbox_path, self.sender, settings.notify, self.metrics, self.store)
-        self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self.outbox.url_changed)
+        alerts = AlertKind(self.sender, settings.notify, self.metrics)
+        #: Every kind of job the queue performs; the archive and forward kinds join here.
+        self.kinds: list[JobKind] = [alerts]
+        self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
+        self.outbox = Outbox(self.jobs, alerts)
+        #: Called with (old, new) when the tunnel's public URL changes.
+        self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
+        self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self._url_changed)
         self.receiver = CallbackReceiver(
             self.store,
             token,
             settings.server.max_body_bytes,
             settings.server.body_timeout,
             self.metrics,
-            listeners=[self.outbox.offer],
         )
+        self._stack = contextlib.AsyncExitStack()
         self.metrics.gauge("relay_outbox_depth", "Alerts waiting to be delivered", lambda: self.outbox.pending)
         self.metrics.gauge("relay_dead_alerts", "Alerts given up on", lambda: self.outbox.dead)
         self.metrics.gauge("relay_tunnel_up", "1 while the tunnel is up", lambda: float(self.tunnel.state == "up"))
@@ -48,18 +57,33 @@ class Relay:
         self.metrics.gauge("relay_log_bytes", "Size of the live log file", self._log_bytes)
 
     async def start(self) -> None:
-        """Open the log and the outbox, prune old archives, then bring the tunnel up."""
-        await self.store.open()
-        for path in self.store.prune():
-            logger.info("retention: removed %s", path.name)
-        await self.outbox.start()
-        await self.tunnel.start()
+        """Open the log, prune old archives, start the job queue, then bring the tunnel up.
+
+        Each resource is entered into one exit stack, so `stop()` (or a failed start) closes what was opened,
+        in reverse: the tunnel first (no new traffic), then the workers (pending jobs stay on disk), the log last.
+        """
+        try:
+            await self.store.open()
+            self._stack.push_async_callback(self.store.close)
+            for path in self.store.prune():
+                logger.info("retention: removed %s", path.name)
+            await self._stack.enter_async_context(self.jobs)
+            await self.tunnel.start()
+            self._stack.push_async_callback(self.tunnel.stop)
+        except BaseException:
+            await self._stack.aclose()
+            raise
 
     async def stop(self) -> None:
-        """Close the tunnel first (no new traffic), then leave pending alerts in the outbox and flush."""
-        await self.tunnel.stop()
-        await self.outbox.stop()
-        await self.store.close()
+        """Close everything `start()` opened, in reverse order."""
+        await self._stack.aclose()
+
+    def _url_changed(self, old: str | None, new: str) -> None:
+        for listener in self.url_listeners:
+            try:
+                listener(old, new)
+            except Exception:  # one consumer's bug must not keep the others from hearing of it
+                logger.exception("URL change listener failed")
 
     def local_callback_url(self) -> str:
         """The callback URL on the public listener itself (reachable from this machine)."""
@@ -103,8 +127,8 @@ class Relay:
         problems = []
         if log_error:
             problems.append(f"log: {log_error}")
-        if self.outbox.db.last_error:
-            problems.append(f"outbox: {self.outbox.db.last_error}")
+        if self.jobs.db.last_error:
+            problems.append(f"outbox: {self.jobs.db.last_error}")
         if self.tunnel.state not in ("up", "disabled"):
             problems.append(f"tunnel: {self.tunnel.problem or self.tunnel.state}")
         if self.outbox.recent_dead:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -211,3 +212,26 @@ def test_check_names_a_bad_apprise_url(make_relay: Any) -> None:
     result = relay.cli("check")
     assert result.returncode == 3
     assert "notify.urls[0]" in result.stderr
+
+
+def test_kill_9_repeats_at_most_one_alert_per_crash(make_relay: Any, capture: CaptureServer) -> None:
+    """At least once: a crash between sending and recording can repeat one alert per target, never more.
+
+    Issue #10.8. Each cycle posts distinct outcomes and kills relay with SIGKILL while alerts are going out;
+    after a clean final run every outcome has been alerted, and the repeats are counted and bounded.
+    """
+    relay = make_relay(notify={"urls": [json_url(capture)], "burst_limit": 10_000})
+    crashes, per_cycle = 3, 8
+    for cycle in range(crashes):
+        for n in range(per_cycle):
+            assert relay.post(music(task=f"k{cycle}-{n}")).status_code == 200
+        wait_for(lambda: capture.requests, timeout=60)  # alerts are on their way
+        relay.stop(signal.SIGKILL)
+        relay.start()
+    expected = {f"k{c}-{n}" for c in range(crashes) for n in range(per_cycle)}
+    wait_for(lambda: {b["message"].split("Task: ")[-1] for b in capture.json_bodies()} >= expected, timeout=120)
+    time.sleep(1)  # anything still in flight lands before counting
+    alerted = [b["message"].split("Task: ")[-1] for b in capture.json_bodies()]
+    repeats = len(alerted) - len(set(alerted))
+    print(f"{len(alerted)} pushes for {len(expected)} outcomes across {crashes} kill -9: {repeats} repeated")
+    assert repeats <= crashes
