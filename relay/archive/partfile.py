@@ -1,0 +1,168 @@
+"""A download in progress: `.NAME.part` beside its destination, renamed only when whole.
+
+Beside the part, `.NAME.part.json` remembers the URL, the server's validators (ETag, Last-Modified) and how many
+bytes are known to be on disk (fdatasync'ed every `SYNC_EVERY` bytes), so a download cut by kill -9 or a power loss
+resumes from bytes that are really there, and only against the same version of the file (If-Range). The leading dot
+keeps music players and library scanners from picking up a half file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+SYNC_EVERY = 16 << 20
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> tuple[int, str]:
+    """Size and sha256 of a file."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+class PartFile:
+    """The temporary file of one download and what is known about it."""
+
+    def __init__(self, dest: Path, url: str) -> None:
+        self.dest = dest
+        self.url = url
+        self.path = dest.with_name(f".{dest.name}.part")
+        self.meta_path = dest.with_name(f".{dest.name}.part.json")
+        self._meta: dict[str, Any] = {}
+        self._fd: int | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._synced = 0
+
+    def resumable(self) -> int:
+        """How many bytes of an earlier attempt can be kept (0: start afresh)."""
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            size = self.path.stat().st_size
+        except (OSError, ValueError):
+            return 0
+        if not isinstance(meta, dict) or meta.get("url") != self.url:
+            return 0
+        if not (meta.get("etag") or meta.get("last_modified") or meta.get("length")):
+            return 0  # nothing to tell the same file from another one
+        self._meta = meta
+        synced = meta.get("synced")
+        return min(size, synced) if isinstance(synced, int) and synced > 0 else 0
+
+    def range_headers(self, offset: int) -> dict[str, str]:
+        """Request headers asking for the rest of the file, if it is still the same file."""
+        if not offset:
+            return {}
+        headers = {"Range": f"bytes={offset}-"}
+        validator = self._meta.get("etag") if not str(self._meta.get("etag", "")).startswith("W/") else None
+        validator = validator or self._meta.get("last_modified")
+        if validator:
+            headers["If-Range"] = str(validator)
+        return headers
+
+    def accepts(self, content_range: str, offset: int) -> bool:
+        """Whether a 206 answer continues the part exactly where it stops."""
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        if match is None or int(match[1]) != offset:
+            return False
+        length = self._meta.get("length")
+        return not (isinstance(length, int) and match[3] != "*" and int(match[3]) != length)
+
+    def reset(self) -> None:
+        """Forget any earlier attempt."""
+        self.discard()
+        self._meta = {}
+
+    def begin(self, offset: int, headers: Mapping[str, str]) -> None:
+        """Open the part for writing at `offset`, hashing what is kept, and note the server's validators."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.ftruncate(self._fd, offset)
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        if offset:
+            with self.path.open("rb") as fh:
+                remaining = offset
+                while remaining and (chunk := fh.read(min(remaining, 1 << 20))):
+                    self._hash.update(chunk)
+                    remaining -= len(chunk)
+        else:
+            length = headers.get("content-length", "")
+            self._meta = {
+                "url": self.url,
+                "etag": headers.get("etag"),
+                "last_modified": headers.get("last-modified"),
+                "length": int(length) if length.isdigit() else None,
+            }
+        self._size = self._synced = offset
+        self._save_meta()
+
+    def write(self, chunk: bytes) -> None:
+        """Append one chunk."""
+        assert self._fd is not None
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._hash.update(chunk)
+        self._size += len(chunk)
+        if self._size - self._synced >= SYNC_EVERY:
+            # Spreads the writeback over the download (no long fsync at the end competing with the log's),
+            # and lets a resume trust this many bytes.
+            os.fdatasync(self._fd)
+            self._synced = self._size
+            self._save_meta()
+
+    def finish(self, prepare: Callable[[Path], None] | None = None) -> tuple[int, str]:
+        """fsync, let `prepare` edit the part (tags), rename it into place; returns size and sha256."""
+        assert self._fd is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        size, digest = self._size, self._hash.hexdigest()
+        if prepare is not None:
+            prepare(self.path)
+            size, digest = sha256_file(self.path)
+            with self.path.open("rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(self.path, self.dest)
+        self.meta_path.unlink(missing_ok=True)
+        fsync_dir(self.dest.parent)
+        return size, digest
+
+    def discard(self) -> None:
+        """Close and delete the part and its notes."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the part, keeping it for a later resume."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _save_meta(self) -> None:
+        tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
+        tmp.write_text(json.dumps({**self._meta, "synced": self._synced}), encoding="utf-8")
+        os.replace(tmp, self.meta_path)
