@@ -10,10 +10,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from relay.archive.files import local_copies
+from relay.archive.service import ArchiveService
+from relay.errors import RelayError
 from relay.formatting import mmss, titles
 from relay.metrics import Metrics
 from relay.query import Filters, parse_since, select, task_state
@@ -47,6 +50,7 @@ class AdminServices:
     public_url_problem: Callable[[], str]
     health: Callable[[], tuple[bool, dict[str, Any]]]
     alerts_for_task: Callable[[str, list[int]], list[dict[str, Any]]]
+    archive: ArchiveService | None = None
 
 
 def _filters(request: Request) -> Filters:
@@ -78,6 +82,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
         "state": task_state(deliveries),
         "deliveries": deliveries,
         "alerts": services.alerts_for_task(task_id, [d["id"] for d in deliveries]),
+        "files": services.archive.files_for_task(task_id, [d["id"] for d in deliveries]) if services.archive else [],
     }
 
 
@@ -97,7 +102,7 @@ def create_admin_app(services: AdminServices) -> Starlette:
         view = _task_view(services, request.path_params["task_id"])
         if not view["deliveries"]:
             raise HTTPException(404, "no deliveries for this task")
-        return templates.TemplateResponse(request, "task.html", view)
+        return templates.TemplateResponse(request, "task.html", {**view, "local": local_copies(view["files"])})
 
     async def api_callbacks(request: Request) -> Response:
         return JSONResponse({"callbacks": _deliveries(services.log_path, _filters(request))})
@@ -117,6 +122,21 @@ def create_admin_app(services: AdminServices) -> Starlette:
             return JSONResponse({"error": services.public_url_problem()}, status_code=503)
         return JSONResponse({"callback_url": url})
 
+    async def archived_file(request: Request) -> Response:
+        path = services.archive.local_file(**request.path_params) if services.archive else None
+        if path is None:
+            raise HTTPException(404, "no such archived file")
+        return FileResponse(path)  # answers Range requests, so players can seek
+
+    async def api_fetch(request: Request) -> Response:
+        if services.archive is None:
+            raise HTTPException(503, "the archive is not running")
+        try:
+            counts = await services.archive.fetch(request.query_params.get("task") or None)
+        except RelayError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return JSONResponse(counts)
+
     async def healthz(request: Request) -> Response:
         healthy, detail = services.health()
         return JSONResponse(detail, status_code=200 if healthy else 503)
@@ -132,6 +152,8 @@ def create_admin_app(services: AdminServices) -> Starlette:
             Route("/api/rejected", api_rejected),
             Route("/api/tasks/{task_id}", api_task),
             Route("/api/url", api_url),
+            Route("/api/fetch", api_fetch, methods=["POST"]),
+            Route("/files/{folder}/{name}", archived_file),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
         ],

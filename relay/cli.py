@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from relay import errors
+from relay.archive.files import files_text, task_files
 from relay.config import Settings, load_settings, new_token
 from relay.errors import ConfigError, NotRunningError, RelayError
 from relay.job_files import jobs_for_task
@@ -154,7 +155,7 @@ def _alerts_by_delivery(settings: Settings) -> dict[int, str]:
 @cli.command()
 @config_option
 @click.argument("task_id")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: state, deliveries, alerts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: state, deliveries, alerts, files.")
 @handle_errors
 def show(config_path: str | None, task_id: str, as_json: bool) -> None:
     """Every delivery of one task, its tracks and links, and what was alerted.
@@ -168,16 +169,17 @@ def show(config_path: str | None, task_id: str, as_json: bool) -> None:
     if not deliveries:
         raise RelayError(f"no deliveries for task {task_id!r}")
     alerts = jobs_for_task(settings.outbox_path, "alerts", task_id, [d["id"] for d in deliveries])
+    files = task_files(settings.outbox_path, settings.archive_dir, task_id, [d["id"] for d in deliveries])
     state = task_state(deliveries)
     if as_json:
         click.echo(
             json.dumps(
-                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts},
+                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts, "files": files},
                 ensure_ascii=False,
             )
         )
     else:
-        click.echo(show_task(task_id, state, deliveries, alerts))
+        click.echo(show_task(task_id, state, deliveries, alerts) + "\n" + files_text(files))
 
 
 @cli.command()
@@ -296,6 +298,9 @@ def install_ngrok(config_path: str | None) -> None:
     config.auth_token = None
     ngrok.install_ngrok(config)
     click.echo(f"ngrok agent installed at {config.ngrok_path}")
+
+
+import relay.cli_archive  # noqa: E402, F401 - registers `relay fetch`
 
 
 def main() -> None:

@@ -73,11 +73,15 @@ def outcome_key(doc: Mapping[str, Any]) -> str:
     return f"{task}:{doc.get('kind')}:{said}" if task else f"body:{doc.get('fingerprint')}"
 
 
-def build(doc: Mapping[str, Any]) -> Message:
-    """The alert for one delivery (call only when `category` says it alerts)."""
+def build(doc: Mapping[str, Any], saved_to: str | None = None) -> Message:
+    """The alert for one delivery (call only when `category` says it alerts); `saved_to`: its archive folder."""
     if outcome(doc.get("stage"), doc.get("ok")) == "failed":
         return _failure(doc)
-    return _success(doc)
+    message = _success(doc)
+    if saved_to is None:
+        return message
+    line = f"Files: saved to {saved_to} as they download (`relay show` lists them)"
+    return Message(message.category, message.title, f"{message.markdown}\n{line}", f"{message.text}\n{line}")
 
 
 def _failure(doc: Mapping[str, Any]) -> Message:
@@ -174,6 +178,15 @@ def url_changed(old: str | None, new: str) -> Message:
         "callBackUrl will not call back; resubmit them, or set tunnel.domain for a URL that survives restarts."
     )
     return Message("failure", "⚠️ relay: callback URL changed", text, text)
+
+
+def downloads_paused(reason: str) -> Message:
+    """The disk budget stopped downloads; they go on by themselves when there is room again."""
+    text = (
+        f"relay stopped downloading files: {reason}. The log keeps working; downloads resume by themselves when "
+        "there is room (free some space, or raise archive.max_total_bytes)."
+    )
+    return Message("failure", "⚠️ relay: downloads paused", text, text)
 
 
 def test_message() -> Message:

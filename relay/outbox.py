@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from relay import messages
@@ -39,6 +39,8 @@ class AlertKind:
         self.retry_max = settings.retry_max
         self.per_target = 1  # one push at a time per target keeps the burst accounting exact
         self._sent_times: dict[str, deque[float]] = {}
+        #: Where a delivery's files are saved (the archive sets it), so a success alert can say so.
+        self.saved_to: Callable[[Delivery], str | None] = lambda delivery: None
 
     def spec(
         self,
@@ -63,7 +65,7 @@ class AlertKind:
         """One alert per distinct outcome that `notify.events` (or a failure) calls for."""
         if not self.sender.targets or messages.category(delivery, self.settings.events) is None:
             return []
-        message = messages.build(delivery)
+        message = messages.build(delivery, saved_to=self.saved_to(delivery))
         return [self.spec(message, messages.outcome_key(delivery), delivery.get("task_id"), delivery["id"])]
 
     def plan(self, target: str, due: list[Job], now: float) -> tuple[list[list[Job]], float | None]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+from relay import messages
 from relay.alerts import AlertSender
 from relay.app import AdminServices
+from relay.archive.downloads import DownloadKind
+from relay.archive.service import ArchiveService
 from relay.config import Settings
 from relay.jobs import JobKind, JobQueue
 from relay.metrics import Metrics
@@ -33,8 +37,17 @@ class Relay:
         alerts = AlertKind(self.sender, settings.notify, self.metrics)
         #: Every kind of job the queue performs; the archive and forward kinds join here.
         self.kinds: list[JobKind] = [alerts]
+        self.downloads = (
+            DownloadKind(settings.archive, settings.archive_dir, self.metrics, on_pause=self._downloads_paused)
+            if settings.archive.enabled
+            else None
+        )
+        if self.downloads is not None:
+            self.kinds.append(self.downloads)
         self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
         self.outbox = Outbox(self.jobs, alerts)
+        self.archive = ArchiveService(settings.archive_dir, self.jobs, self.downloads)
+        alerts.saved_to = self.archive.saved_to
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
         self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self._url_changed)
@@ -55,6 +68,7 @@ class Relay:
             lambda: len(self.store.db.table("callbacks")),
         )
         self.metrics.gauge("relay_log_bytes", "Size of the live log file", self._log_bytes)
+        self.metrics.gauge("relay_download_queue_depth", "Downloads waiting or running", self.archive.pending)
 
     async def start(self) -> None:
         """Open the log, prune old archives, start the job queue, then bring the tunnel up.
@@ -67,7 +81,12 @@ class Relay:
             self._stack.push_async_callback(self.store.close)
             for path in self.store.prune():
                 logger.info("retention: removed %s", path.name)
+            if self.downloads is not None:
+                await self.downloads.start()
+                self._stack.push_async_callback(self.downloads.close)
             await self._stack.enter_async_context(self.jobs)
+            if self.downloads is not None:  # closed before the queue: transfers stop, their parts stay
+                self._stack.push_async_callback(self.downloads.stop)
             await self.tunnel.start()
             self._stack.push_async_callback(self.tunnel.stop)
         except BaseException:
@@ -77,6 +96,10 @@ class Relay:
     async def stop(self) -> None:
         """Close everything `start()` opened, in reverse order."""
         await self._stack.aclose()
+
+    def _downloads_paused(self, reason: str) -> None:
+        """One alert each time the disk budget stops downloads."""
+        self.jobs.spawn(self.outbox.enqueue(messages.downloads_paused(reason), key=f"archive-paused:{time.time()}"))
 
     def _url_changed(self, old: str | None, new: str) -> None:
         for listener in self.url_listeners:
@@ -133,6 +156,8 @@ class Relay:
             problems.append(f"tunnel: {self.tunnel.problem or self.tunnel.state}")
         if self.outbox.recent_dead:
             problems.append(f"alerts: {self.outbox.recent_dead} given up on in the last 24 h")
+        archive_problems, archive = self.archive.health()
+        problems += archive_problems
         detail = {
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
@@ -144,6 +169,7 @@ class Relay:
             },
             "tunnel": tunnel,
             "alerts": alerts,
+            "archive": archive,
         }
         return not problems, detail
 
@@ -156,6 +182,7 @@ class Relay:
             public_url_problem=self.public_url_problem,
             health=self.health,
             alerts_for_task=self.outbox.for_task,
+            archive=self.archive,
         )
 
     def _log_bytes(self) -> float:

@@ -156,6 +156,9 @@ def make_relay(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
             },
             "tunnel": {"provider": "none", "public_url": "https://relay.example.test"},
             "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0},
+            # Off unless a test turns it on (pointing it at a loopback asset server): fixture payloads link to
+            # hosts on the internet (https://example.cn/...), and tests never send traffic beyond loopback.
+            "archive": {"enabled": False},
         }
         for section, values in overrides.items():
             sections.setdefault(section, {}).update(values)

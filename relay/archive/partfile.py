@@ -144,7 +144,7 @@ class PartFile:
             size, digest = sha256_file(self.path)
             with self.path.open("rb+") as fh:
                 os.fsync(fh.fileno())
-        os.replace(self.path, self.dest)
+        self.path.replace(self.dest)
         self.meta_path.unlink(missing_ok=True)
         fsync_dir(self.dest.parent)
         return size, digest
@@ -165,4 +165,4 @@ class PartFile:
     def _save_meta(self) -> None:
         tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
         tmp.write_text(json.dumps({**self._meta, "synced": self._synced}), encoding="utf-8")
-        os.replace(tmp, self.meta_path)
+        tmp.replace(self.meta_path)

@@ -76,7 +76,7 @@ class Limits:
     timeouts: Timeouts = field(default_factory=Timeouts)
     media: bool = True  # refuse text/html and the like: a CDN's error page is not the song
     cancel: threading.Event | None = None
-    guard: Callable[[int], None] | None = None
+    guard: Callable[[int, int | None], None] | None = None  # (bytes so far, whole size if known)
     resolve: Resolver = system_resolver
     policy: Policy = forbidden_reason
 
@@ -195,7 +195,9 @@ def _check_headers(response: _Response, limits: Limits, already: int) -> int | N
     length = response.headers.get("content-length")
     size = int(length) if length and length.isdigit() else None
     if size is not None and already + size > limits.max_bytes:
-        raise FetchError(f"{already + size} bytes is more than archive.max_file_bytes ({limits.max_bytes})", retry=False)
+        raise FetchError(
+            f"{already + size} bytes is more than archive.max_file_bytes ({limits.max_bytes})", retry=False
+        )
     return size
 
 
@@ -210,17 +212,14 @@ def fetch_to_file_sync(
     deadline = time.monotonic() + limits.timeouts.total
     try:
         with _open(url, limits, part.range_headers(offset)) as response:
-            if response.status == 200:
-                offset = 0
-            elif not (response.status == 206 and offset and part.accepts(response.headers.get("content-range", ""), offset)):
-                if offset and response.status in (206, 416):
-                    offset = -1  # the server no longer has the version begun, or sent another range: start over
-                else:
-                    raise _status_error(response)
+            offset = _starting_point(response, part, offset)
             if offset >= 0:
-                _check_headers(response, limits, offset)
+                size = _check_headers(response, limits, offset)
+                whole = offset + size if size is not None else None
+                if limits.guard is not None:
+                    limits.guard(offset, whole)
                 part.begin(offset, response.headers)
-                _copy(response, part, limits, offset, deadline)
+                _copy(response, part, limits, (offset, whole), deadline)
                 content_type, final_url = response.headers.get("content-type"), response.url
     except FetchError as exc:
         part.close() if exc.retry else part.discard()
@@ -228,14 +227,26 @@ def fetch_to_file_sync(
     except BaseException:
         part.close()
         raise
-    if offset < 0:
+    if offset < 0:  # the server no longer has the version begun, or sent another range: start over
         part.reset()
         return fetch_to_file_sync(url, dest, limits, resume=False, prepare=prepare)
     size, digest = part.finish(prepare)
     return FetchResult(dest, size, digest, content_type, final_url, offset)
 
 
-def _copy(response: _Response, part: PartFile, limits: Limits, written: int, deadline: float) -> None:
+def _starting_point(response: _Response, part: PartFile, offset: int) -> int:
+    """Where the body starts in the file: 0, `offset` for a fitting 206, or -1 when the resume must start over."""
+    if response.status == 200:
+        return 0
+    if response.status == 206 and offset and part.accepts(response.headers.get("content-range", ""), offset):
+        return offset
+    if offset and response.status in (206, 416):
+        return -1
+    raise _status_error(response)
+
+
+def _copy(response: _Response, part: PartFile, limits: Limits, sizes: tuple[int, int | None], deadline: float) -> None:
+    written, whole = sizes
     for chunk in response.chunks:
         written += len(chunk)
         if written > limits.max_bytes:
@@ -244,7 +255,7 @@ def _copy(response: _Response, part: PartFile, limits: Limits, written: int, dea
         if limits.cancel is not None and limits.cancel.is_set():
             raise FetchError("stopped before it was complete; resumes later")
         if limits.guard is not None:
-            limits.guard(written)
+            limits.guard(written, whole)
         if time.monotonic() > deadline:
             raise FetchError(f"took longer than {limits.timeouts.total:g} s")
 
