@@ -3,7 +3,8 @@
 Paths (query parameters optional):
 - `/bytes/N?seed=S&range=0|1&type=audio/mpeg&etag=0|1`: N bytes generated on the fly (see `body`), with or
   without Range support;
-- `/trickle/N?chunk=C&delay=D`: N bytes sent C at a time with D seconds between chunks;
+- `/trickle/N?chunk=C&delay=D&length=0|1`: N bytes sent C at a time with D seconds between chunks (`length=0`:
+  without Content-Length, ending with the connection);
 - `/redirect/K?to=URL`: K redirects, then `to` (or `/bytes/1000`);
 - `/flaky/N?fails=F`: 404 for the first F requests of that path, then N bytes;
 - `/html`: a 200 with text/html (a CDN error page, not a song);
@@ -172,7 +173,11 @@ class AssetServer:
         else:
             h.send_response(200)
         h.send_header("Content-Type", "audio/mpeg")
-        h.send_header("Content-Length", str(size - start))
+        if q.get("length") == "0":  # the body ends when the connection closes
+            h.send_header("Connection", "close")
+            h.close_connection = True
+        else:
+            h.send_header("Content-Length", str(size - start))
         h.send_header("Accept-Ranges", "bytes")
         h.send_header("ETag", f'"{seed}-{size}"')
         h.end_headers()

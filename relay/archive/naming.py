@@ -47,9 +47,9 @@ class UnsafePath(ValueError):
 
 def safe_component(text: str | None, max_bytes: int = MAX_STEM_BYTES, fallback: str = "untitled") -> str:
     """One path component made from untrusted text."""
-    cleaned = unicodedata.normalize("NFC", text or "")
-    cleaned = "".join(c for c in cleaned if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp") or c == "\t")
-    cleaned = _UNSAFE.sub("_", cleaned.replace("\t", " "))
+    cleaned = re.sub(r"[\t\n\r\v\f]", " ", unicodedata.normalize("NFC", text or ""))
+    cleaned = "".join(c for c in cleaned if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp"))
+    cleaned = _UNSAFE.sub("_", cleaned)
     cleaned = re.sub(r"\s+", " ", cleaned).strip().lstrip(".").rstrip(". ")
     cleaned = _truncate(cleaned, max_bytes).rstrip(". ")
     if not cleaned:

@@ -1,7 +1,7 @@
 """Tags for a music library: title, artist, album, genre and the cover embedded, written with mutagen.
 
-Jellyfin, Navidrome and beets read ID3v2 (MP3) and MP4 atoms (M4A); ID3 is written as v2.3, which every player
-and Windows' own tag reader understand. Other formats (WAV, FLAC, video) are left as they came. The format is told
+Jellyfin, Navidrome and beets read ID3v2 (MP3) and MP4 atoms (M4A); ID3 is written as v2.4, whose multiple
+values keep "rock" and "electro" two genres (v2.3 would join them with "/"). Other formats (WAV, FLAC, video) are left as they came. The format is told
 from the file's first bytes, not its name: a link ending in `.mp3` may serve something else.
 """
 
@@ -76,7 +76,7 @@ def _id3(path: Path, tags: Tags) -> None:
     mime = image_mime(tags.cover) if tags.cover else None
     if tags.cover and mime:
         id3.setall("APIC", [APIC(encoding=3, mime=mime, type=3, desc="Cover", data=tags.cover)])
-    id3.save(path, v2_version=3)
+    id3.save(path, v2_version=4)
 
 
 def _mp4(path: Path, tags: Tags) -> None:
