@@ -120,7 +120,8 @@ def test_a_complete_track_calls_for_its_final_audio_and_cover() -> None:
         ("meta", "meta.json"),
     ]
     audio = files[1]
-    assert audio.url == "https://example.cn/src.mp3" and audio.key == audio.url
+    assert audio.url == "https://example.cn/src.mp3"
+    assert audio.key == audio.url
     assert audio.folder == "2fac00009f72"
     assert audio.tags == {"title": "Iron Man", "genre": "electrifying, rock", "album": "Iron Man"}
 
@@ -217,6 +218,25 @@ def test_meta_json_gathers_a_task_across_deliveries(tmp_path: Path) -> None:
     assert meta["task_id"] == "2fac00009f72"
     assert [d["stage"] for d in meta["deliveries"]] == ["first", "complete"]
     (track,) = meta["tracks"]
-    assert track["title"] == "Iron Man" and track["tags"] == "electrifying, rock"
-    assert track["prompt"].startswith("[Verse]") and track["model_name"] == "chirp-v3-5"
+    assert track["title"] == "Iron Man"
+    assert track["tags"] == "electrifying, rock"
+    assert track["prompt"].startswith("[Verse]")
+    assert track["model_name"] == "chirp-v3-5"
     assert track["duration"] == 198.44
+
+
+def test_max_total_bytes_caps_the_archive(tmp_path: Path) -> None:
+    """The budget refuses a file that would take the archive past max_total_bytes, counting what landed."""
+    from relay.archive.budget import Budget, NoRoom
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "old.mp3").write_bytes(b"x" * 600)
+    budget = Budget(tmp_path, min_free=0, max_total=1000)
+    assert budget.measure() == 600
+    assert budget.shortfall(400) is None
+    assert "max_total_bytes" in (budget.shortfall(401) or "")
+    with pytest.raises(NoRoom) as caught:
+        budget.guard(0, 500)
+    assert caught.value.needed == 500 and caught.value.retry
+    budget.add(400)
+    assert budget.shortfall(1) is not None

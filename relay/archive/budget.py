@@ -14,7 +14,11 @@ from relay.archive.safefetch import FetchError
 
 
 class NoRoom(FetchError):
-    """The disk budget stops this download for now; it goes on when there is room again."""
+    """The disk budget stops this download for now; it goes on when there is room for `needed` more bytes."""
+
+    def __init__(self, reason: str, needed: int) -> None:
+        super().__init__(reason)
+        self.needed = needed
 
 
 class Budget:
@@ -65,7 +69,7 @@ class Budget:
         incoming = max(0, whole - written) if whole is not None else 0
         problem = self.shortfall(incoming, written)
         if problem:
-            raise NoRoom(f"paused: {problem}")
+            raise NoRoom(f"paused: {problem}", incoming)
 
     def add(self, size: int) -> None:
         """A file of `size` bytes landed."""

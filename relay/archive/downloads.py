@@ -104,14 +104,18 @@ class DownloadKind:
                 write = metafile.merge if role == "meta" else metafile.write_text
                 result = await loop.run_in_executor(self._executor, write, dest, data)
                 return Attempt(True, result=result)
+            needed = 0
             while True:
-                if not await self._room():
+                if not await self._room(needed):
                     return Attempt(False, "stopped before it was complete; resumes after the restart")
                 try:
                     result = await loop.run_in_executor(self._executor, self._fetch, dest, data)
                 except NoRoom as exc:
                     self._paused(str(exc))
+                    needed = exc.needed
+                    await asyncio.sleep(ROOM_CHECK)
                     continue
+                self._resumed()
                 return self._count(Attempt(True, result=result, state=result.pop("state", None)))
         except Refused as exc:
             return self._count(Attempt(False, f"refused: {exc}", retry=False))
@@ -127,18 +131,22 @@ class DownloadKind:
             self.bytes.inc(attempt.result["bytes"])
         return attempt
 
-    async def _room(self) -> bool:
-        """Wait until the budget has room; False when relay is stopping meanwhile."""
+    async def _room(self, needed: int) -> bool:
+        """Wait until the budget has room for `needed` bytes; False when relay is stopping meanwhile."""
         while not self.stopping.is_set():
-            problem = self.budget.shortfall()
+            problem = self.budget.shortfall(needed)
             if problem is None:
-                if self.budget.problem is not None:
-                    logger.info("downloads resume: there is room again")
-                    self.budget.problem = None
+                if needed:
+                    self._resumed()
                 return True
             self._paused(f"paused: {problem}")
             await asyncio.sleep(ROOM_CHECK)
         return False
+
+    def _resumed(self) -> None:
+        if self.budget.problem is not None:
+            logger.info("downloads resume: there is room again")
+            self.budget.problem = None
 
     def _paused(self, reason: str) -> None:
         if self.budget.problem is None:

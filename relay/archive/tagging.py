@@ -1,8 +1,9 @@
 """Tags for a music library: title, artist, album, genre and the cover embedded, written with mutagen.
 
-Jellyfin, Navidrome and beets read ID3v2 (MP3) and MP4 atoms (M4A); ID3 is written as v2.4, whose multiple
-values keep "rock" and "electro" two genres (v2.3 would join them with "/"). Other formats (WAV, FLAC, video) are left as they came. The format is told
-from the file's first bytes, not its name: a link ending in `.mp3` may serve something else.
+Jellyfin, Navidrome and beets read ID3v2 (MP3) and MP4 atoms (M4A). ID3 is written as v2.4, whose multiple values
+keep "rock" and "electro" two genres (v2.3 would join them with "/"). Other formats (WAV, FLAC, video) are left as
+they came. The format is told from the file's first bytes, not its name: a link ending in `.mp3` may serve
+something else.
 """
 
 from __future__ import annotations
