@@ -237,6 +237,7 @@ def test_max_total_bytes_caps_the_archive(tmp_path: Path) -> None:
     assert "max_total_bytes" in (budget.shortfall(401) or "")
     with pytest.raises(NoRoom) as caught:
         budget.guard(0, 500)
-    assert caught.value.needed == 500 and caught.value.retry
+    assert caught.value.needed == 500
+    assert caught.value.retry
     budget.add(400)
     assert budget.shortfall(1) is not None
