@@ -67,6 +67,19 @@ def settled(relay: Any, task: str, count: int) -> list[dict[str, Any]] | None:
     return files if len(files) >= count and all(f["state"] != "pending" for f in files) else None
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def sha256(path: Path) -> str:
     """sha256 of a file on disk."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -173,8 +186,12 @@ def test_kill_9_mid_download_then_restart_completes_correctly(
     final = folder / "Iron Man [8551aa01662c].mp3"
     part = folder / f".{final.name}.part"
     wait_for(lambda: part.exists() and part.stat().st_size > 20_000_000, timeout=120)
+    workers = children(relay.proc.pid)
+    assert workers, "downloads run in worker processes"
     relay.stop(signal.SIGKILL)
     assert not final.exists()
+    # The workers die with relay: no orphan goes on writing the part the restarted relay resumes.
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
 
     relay.start()
     files = wait_for(lambda: settled(relay, "t5", 1), timeout=180)

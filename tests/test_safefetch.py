@@ -267,11 +267,8 @@ def _interrupted(assets: AssetServer, tmp_path: Path, query: str) -> tuple[str, 
     return url, dest
 
 
-def test_an_interrupted_download_resumes_with_range(
-    assets: AssetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_interrupted_download_resumes_with_range(assets: AssetServer, tmp_path: Path) -> None:
     """A part whose bytes are on disk resumes with Range/If-Range and the whole file's sha256 is right."""
-    monkeypatch.setattr("relay.archive.partfile.SYNC_EVERY", 200_000)
     url, dest = _interrupted(assets, tmp_path, "")
     result = fetch_to_file_sync(url, dest, loose())
     assert result.resumed_from >= 800_000
@@ -281,22 +278,22 @@ def test_an_interrupted_download_resumes_with_range(
     assert dest.read_bytes() == body(3_000_000)
 
 
-def test_a_server_without_range_restarts_from_zero(
-    assets: AssetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_server_without_range_restarts_from_zero(assets: AssetServer, tmp_path: Path) -> None:
     """When the server ignores Range (200), the part is dropped and the file comes whole from the start."""
-    monkeypatch.setattr("relay.archive.partfile.SYNC_EVERY", 200_000)
     url, dest = _interrupted(assets, tmp_path, "&range=0")
     result = fetch_to_file_sync(url, dest, loose())
     assert result.resumed_from == 0
     assert (result.bytes, result.sha256) == (3_000_000, sha256_of(3_000_000))
 
 
-def test_bytes_not_known_synced_are_not_trusted(tmp_path: Path) -> None:
-    """A resume starts from the bytes recorded as fdatasync'ed, not from whatever size the part has."""
+def test_after_a_reboot_only_synced_bytes_are_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the same boot the whole part is kept (kill -9 loses nothing the kernel holds); after another boot a
+    resume starts from the bytes recorded as fdatasync'ed; another URL never resumes."""
     part = PartFile(tmp_path / "a.mp3", "http://127.0.0.1/x")
     part.begin(0, {"etag": '"v1"', "content-length": "100"})
     part.write(b"x" * 60)
     part.close()
-    assert PartFile(tmp_path / "a.mp3", "http://127.0.0.1/x").resumable() == 0
+    assert PartFile(tmp_path / "a.mp3", "http://127.0.0.1/x").resumable() == 60
     assert PartFile(tmp_path / "a.mp3", "http://127.0.0.1/other").resumable() == 0
+    monkeypatch.setattr("relay.archive.partfile.boot_id", lambda: "another-boot")
+    assert PartFile(tmp_path / "a.mp3", "http://127.0.0.1/x").resumable() == 0

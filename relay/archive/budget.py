@@ -16,7 +16,7 @@ from relay.archive.safefetch import FetchError
 class NoRoom(FetchError):
     """The disk budget stops this download for now; it goes on when there is room for `needed` more bytes."""
 
-    def __init__(self, reason: str, needed: int) -> None:
+    def __init__(self, reason: str, needed: int = 0) -> None:
         super().__init__(reason)
         self.needed = needed
 

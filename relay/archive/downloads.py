@@ -1,29 +1,29 @@
 """The `downloads` job kind: each file a recorded delivery links to, fetched into archive.dir by the job queue.
 
 The queue (jobs.py) makes downloads durable, deduped by URL and retried with backoff across restarts; this module
-decides what to fetch (plan.py) and makes one attempt. Transfers run in the kind's own threads (`concurrency` of
-them), so they never take the threads the log's commits use, and never hold up an acknowledgement.
+decides what to fetch (plan.py) and makes one attempt. Transfers run in `archive.concurrency` worker processes at
+a lower priority (worker.py), so they never take the event loop's GIL or the threads the log's commits use, and
+never hold up an acknowledgement. Lyrics and meta.json are small and written from a thread of this process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
-import threading
+import multiprocessing
+import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
 
-from relay.archive import metafile, naming, tagging
+from relay.archive import metafile, naming, worker
 from relay.archive.budget import Budget, NoRoom
-from relay.archive.partfile import fsync_dir, sha256_file
-from relay.archive.plan import PREVIEW, plan
-from relay.archive.safefetch import FetchError, Limits, Refused, Timeouts, fetch_bytes_sync, fetch_to_file_sync
+from relay.archive.plan import plan
+from relay.archive.safefetch import FetchError, Refused, Timeouts
 from relay.config import ArchiveSettings
 from relay.jobs import Attempt, Job, JobSpec, plan_each
 from relay.metrics import Metrics
@@ -33,8 +33,6 @@ logger = logging.getLogger("relay.archive")
 
 KIND = "downloads"
 LANE = ("archive", "archive")
-COVER_MAX_BYTES = 20 << 20
-AUDIO_EXTENSIONS = (".mp3", ".m4a", ".aac", ".wav", ".flac", ".ogg", ".opus")
 ROOM_CHECK = 2.0  # seconds between looks at the disk while the budget holds downloads back
 
 
@@ -59,24 +57,48 @@ class DownloadKind:
         self.per_target = settings.concurrency
         self.budget = Budget(root, settings.min_free_bytes, settings.max_total_bytes)
         self.on_pause = on_pause
-        self.stopping = threading.Event()
-        self._executor = ThreadPoolExecutor(settings.concurrency + 1, thread_name_prefix="download")
+        self.config = worker.FetchConfig(
+            settings.allow_private,
+            settings.max_file_bytes,
+            Timeouts(settings.connect_timeout, settings.read_timeout, settings.total_timeout),
+            settings.tag,
+            settings.artist,
+            settings.album,
+            settings.min_free_bytes,
+            settings.max_total_bytes,
+        )
+        # spawn, not fork: relay has threads (the committer) that a forked child must not inherit mid-lock.
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._stopping = False
+        self._context = context
+        self._workers = self._new_pool()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="archive")
         self.results = Counter("relay_downloads", "Download attempts by result", ["result"], registry=metrics.registry)
         self.bytes = Counter("relay_download_bytes", "Bytes of files downloaded", registry=metrics.registry)
-        self.timeouts = Timeouts(settings.connect_timeout, settings.read_timeout, settings.total_timeout)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.settings.concurrency,
+            mp_context=self._context,
+            initializer=worker.init_worker,
+            initargs=(self._stop, os.getpid()),
+        )
 
     async def start(self) -> None:
         """Create the archive folder and measure it (for max_total_bytes)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.budget.measure)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.budget.measure)
 
     async def stop(self) -> None:
         """Ask running transfers to stop (their parts are kept and resumed after the restart)."""
-        self.stopping.set()
+        self._stopping = True
+        self._stop.set()
 
     async def close(self) -> None:
-        """Release the transfer threads once the queue has stopped."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """End the worker processes once the queue has stopped."""
+        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._writer.shutdown(wait=False, cancel_futures=True)
 
     def decide(self, delivery: Delivery) -> list[JobSpec]:
         """One job per file the delivery links to, plus its lyrics and the task's meta.json."""
@@ -102,25 +124,33 @@ class DownloadKind:
         try:
             if role in ("text", "meta"):
                 write = metafile.merge if role == "meta" else metafile.write_text
-                result = await loop.run_in_executor(self._executor, write, dest, data)
+                result = await loop.run_in_executor(self._writer, write, dest, data)
                 return Attempt(True, result=result)
             needed = 0
             while True:
                 if not await self._room(needed):
                     return Attempt(False, "stopped before it was complete; resumes after the restart")
                 try:
-                    result = await loop.run_in_executor(self._executor, self._fetch, dest, data)
+                    result = await loop.run_in_executor(
+                        self._workers, worker.fetch_file, dest, data, self.config, self.budget.total
+                    )
                 except NoRoom as exc:
                     self._paused(str(exc))
                     needed = exc.needed
                     await asyncio.sleep(ROOM_CHECK)
                     continue
                 self._resumed()
+                self.budget.add(result.get("bytes") or 0)
                 return self._count(Attempt(True, result=result, state=result.pop("state", None)))
         except Refused as exc:
             return self._count(Attempt(False, f"refused: {exc}", retry=False))
         except FetchError as exc:
             return self._count(Attempt(False, str(exc), retry=exc.retry))
+        except BrokenProcessPool:
+            if not self._stopping:  # a worker was killed (OOM?): a broken pool refuses all work, so start anew
+                self._workers.shutdown(wait=False, cancel_futures=True)
+                self._workers = self._new_pool()
+            return self._count(Attempt(False, "the download worker ended unexpectedly"))
         except OSError as exc:
             return self._count(Attempt(False, f"cannot write {dest.name}: {exc.strerror or exc}"))
 
@@ -133,7 +163,7 @@ class DownloadKind:
 
     async def _room(self, needed: int) -> bool:
         """Wait until the budget has room for `needed` bytes; False when relay is stopping meanwhile."""
-        while not self.stopping.is_set():
+        while not self._stopping:
             problem = self.budget.shortfall(needed)
             if problem is None:
                 if needed:
@@ -154,84 +184,9 @@ class DownloadKind:
             self.on_pause(reason)
         self.budget.problem = reason
 
-    # -- in a transfer thread --------------------------------------------------------------------------
-
-    def _limits(self, **changes: Any) -> Limits:
-        limits = Limits(self.settings.allow_private, self.settings.max_file_bytes, self.timeouts, cancel=self.stopping)
-        return dataclasses.replace(limits, **changes)
-
-    def _fetch(self, dest: Path, data: dict[str, Any]) -> dict[str, Any]:
-        role, url = data["role"], data["url"]
-        if role == "preview" and _final_exists(dest.parent, data.get("stem", "")):
-            return {"state": "superseded", "path": None}
-        if dest.exists():  # landed before a crash kept its result from being recorded
-            size, digest = sha256_file(dest)
-            return {"path": str(dest), "bytes": size, "sha256": digest}
-        prepare = self._tagger(dest, data) if role == "audio" and self.settings.tag else None
-        fetched = fetch_to_file_sync(url, dest, self._limits(guard=self.budget.guard), prepare=prepare)
-        self.budget.add(fetched.bytes)
-        if role == "audio":
-            _drop_previews(dest.parent, data.get("stem", ""))
-        return {
-            "path": str(dest),
-            "bytes": fetched.bytes,
-            "sha256": fetched.sha256,
-            "content_type": fetched.content_type,
-        }
-
-    def _tagger(self, dest: Path, data: dict[str, Any]) -> Callable[[Path], None]:
-        def prepare(part: Path) -> None:
-            tags = data.get("tags") or {}
-            album = self.settings.album or tags.get("album")
-            cover = self._cover(dest.parent, data)
-            wanted = tagging.Tags(
-                tags.get("title"), self.settings.artist or None, album, tagging.genres(tags.get("genre")), cover
-            )
-            try:
-                tagging.write_tags(part, wanted)
-            except Exception as exc:  # mutagen's errors vary by format; an untagged song beats no song
-                logger.warning("cannot tag %s: %s", dest.name, exc)
-
-        return prepare
-
-    def _cover(self, folder: Path, data: dict[str, Any]) -> bytes | None:
-        """The track's cover: from disk if its download landed, else fetched now (and kept for its own job)."""
-        name, url = data.get("cover_name"), data.get("cover_url")
-        if not name or not url:
-            return None
-        path = folder / str(name)
-        with contextlib.suppress(OSError):
-            return path.read_bytes()
-        try:
-            body, _ = fetch_bytes_sync(url, self._limits(max_bytes=COVER_MAX_BYTES))
-        except (FetchError, Refused, OSError) as exc:
-            logger.info("no cover for %s: %s", data.get("name"), exc)
-            return None
-        metafile.atomic_bytes(path, body)
-        return body
-
 
 def _data(planned: Any, delivery: Delivery) -> dict[str, Any]:
     data: dict[str, Any] = planned.data()
     if planned.role == "meta":
         data["meta"] = metafile.contribution(delivery)
     return data
-
-
-def _final_exists(folder: Path, stem: str) -> bool:
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            if entry.name.startswith(stem + ".") and entry.suffix.lower() in AUDIO_EXTENSIONS:
-                return True
-    return False
-
-
-def _drop_previews(folder: Path, stem: str) -> None:
-    removed = False
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            if entry.name.startswith(stem + PREVIEW):
-                entry.unlink(missing_ok=True)
-                removed = True
-    if removed:
-        fsync_dir(folder)

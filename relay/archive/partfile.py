@@ -1,24 +1,37 @@
 """A download in progress: `.NAME.part` beside its destination, renamed only when whole.
 
-Beside the part, `.NAME.part.json` remembers the URL, the server's validators (ETag, Last-Modified) and how many
-bytes are known to be on disk (fdatasync'ed every `SYNC_EVERY` bytes), so a download cut by kill -9 or a power loss
-resumes from bytes that are really there, and only against the same version of the file (If-Range). The leading dot
+Beside the part, `.NAME.part.json` remembers the URL, the server's validators (ETag, Last-Modified), the boot it
+was written in and how many bytes are known to be on disk (fdatasync'ed every `SYNC_EVERY` bytes). After kill -9
+the kernel still holds every byte written, so the whole part is kept; after a power loss (another boot) only the
+bytes synced are. Either way the resume asks for the same version of the file (If-Range). The leading dot
 keeps music players and library scanners from picking up a half file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-SYNC_EVERY = 16 << 20
+SYNC_EVERY = 64 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), or None where the kernel does not say."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
 
 def fsync_dir(path: Path) -> None:
@@ -54,6 +67,9 @@ class PartFile:
         self._hash = hashlib.sha256()
         self._size = 0
         self._synced = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._writer: threading.Thread | None = None
+        self._error: OSError | None = None
 
     def resumable(self) -> int:
         """How many bytes of an earlier attempt can be kept (0: start afresh)."""
@@ -67,6 +83,8 @@ class PartFile:
         if not (meta.get("etag") or meta.get("last_modified") or meta.get("length")):
             return 0  # nothing to tell the same file from another one
         self._meta = meta
+        if meta.get("boot") and meta.get("boot") == boot_id():
+            return size
         synced = meta.get("synced")
         return min(size, synced) if isinstance(synced, int) and synced > 0 else 0
 
@@ -113,12 +131,29 @@ class PartFile:
                 "etag": headers.get("etag"),
                 "last_modified": headers.get("last-modified"),
                 "length": int(length) if length.isdigit() else None,
+                "boot": boot_id(),
             }
         self._size = self._synced = offset
         self._save_meta()
 
     def write(self, chunk: bytes) -> None:
-        """Append one chunk."""
+        """Append one chunk: handed to the writer thread, so hashing and writing overlap the next read."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._drain, name="part-writer", daemon=True)
+            self._writer.start()
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def _drain(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._append(chunk)
+                except OSError as exc:
+                    self._error = exc
+
+    def _append(self, chunk: bytes) -> None:
         assert self._fd is not None
         view = memoryview(chunk)
         while view:
@@ -132,8 +167,18 @@ class PartFile:
             self._synced = self._size
             self._save_meta()
 
+    def _settle(self) -> None:
+        """Wait until the writer has written everything handed to it."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
+
     def finish(self, prepare: Callable[[Path], None] | None = None) -> tuple[int, str]:
         """fsync, let `prepare` edit the part (tags), rename it into place; returns size and sha256."""
+        self._settle()
+        if self._error is not None:
+            raise self._error
         assert self._fd is not None
         os.fsync(self._fd)
         os.close(self._fd)
@@ -157,6 +202,7 @@ class PartFile:
 
     def close(self) -> None:
         """Close the part, keeping it for a later resume."""
+        self._settle()
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin
 
 import httpcore
@@ -44,6 +44,17 @@ class FetchError(Exception):
     def __init__(self, reason: str, *, retry: bool = True) -> None:
         super().__init__(reason)
         self.retry = retry
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a worker process and re-raised in relay: keep `retry` (and subclasses' fields) across pickling.
+        return (self.__class__, (str(self),), dict(self.__dict__))
+
+
+class Stop(Protocol):
+    """Something that says when a transfer should stop (a threading or multiprocessing Event)."""
+
+    def is_set(self) -> bool:
+        """Whether to stop now."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ class Limits:
     max_bytes: int
     timeouts: Timeouts = field(default_factory=Timeouts)
     media: bool = True  # refuse text/html and the like: a CDN's error page is not the song
-    cancel: threading.Event | None = None
+    cancel: Stop | None = None
     guard: Callable[[int, int | None], None] | None = None  # (bytes so far, whole size if known)
     resolve: Resolver = system_resolver
     policy: Policy = forbidden_reason

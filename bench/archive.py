@@ -1,0 +1,168 @@
+"""Benchmark (not a test): the archive's downloads on loopback.
+
+1. Throughput: relay downloading one large file (POST a callback, time until the file is in place, fsynced and
+   renamed) against `curl -o` fetching the same bytes from the same server (also with an fsync after it, the fair
+   comparison). Target: relay >= 0.8x curl.
+2. Ack latency: p50/p99 of sequential callbacks while relay is quiet, and while four large downloads run.
+   Target: loaded p99 within 1.5x of quiet.
+The file server runs in its own process (tests/asset_server.py), so it takes no CPU from the processes measured.
+Usage: .venv/bin/python bench/archive.py [--size-mb 300] [--rounds 3] [--callbacks 400] [--load-mb 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.run import _end_all, wait_listening
+from tests.conftest import free_port, write_config
+from tests.family import TRACK, music
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-0123456789"
+SERVER = (
+    "import sys, time; sys.path.insert(0, {root!r}); from tests.asset_server import AssetServer; "
+    "s = AssetServer(); print(s.port, flush=True); time.sleep(1e9)"
+)
+
+
+def start_assets(procs: list[subprocess.Popen[bytes]]) -> int:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER.format(root=str(ROOT))], stdout=subprocess.PIPE)
+    procs.append(proc)
+    assert proc.stdout is not None
+    return int(proc.stdout.readline())
+
+
+def start_relay(work: Path, procs: list[subprocess.Popen[bytes]], concurrency: int) -> tuple[str, str]:
+    port, admin = free_port(), free_port()
+    config = write_config(
+        work,
+        {
+            "server": {"port": port, "token": TOKEN},
+            "admin": {"port": admin},
+            "storage": {"state_dir": str(work / "state")},
+            "tunnel": {"provider": "none", "public_url": "https://bench.test"},
+            "archive": {
+                "dir": str(work / "files"),
+                "allow_private": True,
+                "concurrency": concurrency,
+                "max_file_bytes": 1 << 40,
+                "min_free_bytes": 1 << 30,
+            },
+            "log": {"level": "warning"},
+        },
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(config)], cwd=work)
+    procs.append(proc)
+    wait_listening(f"http://127.0.0.1:{admin}/healthz")
+    return f"http://127.0.0.1:{port}/callback/{TOKEN}", f"http://127.0.0.1:{admin}"
+
+
+def callback(task: str, url: str) -> dict[str, Any]:
+    return music(task=task, tracks=[{**TRACK, "id": task, "source_audio_url": url, "image_url": ""}])
+
+
+def final_path(work: Path, task: str) -> Path:
+    return work / "files" / task / f"Iron Man [{task}].mp3"
+
+
+def relay_download(work: Path, callback_url: str, url: str, task: str) -> float:
+    started = time.perf_counter()
+    httpx.post(callback_url, json=callback(task, url), timeout=30).raise_for_status()
+    dest = final_path(work, task)
+    while not dest.exists():
+        time.sleep(0.002)
+    return time.perf_counter() - started
+
+
+def curl_download(url: str, dest: Path, fsync: bool) -> float:
+    started = time.perf_counter()
+    subprocess.run(["curl", "-sS", "--fail", "-o", str(dest), url], check=True)
+    if fsync:
+        fd = os.open(dest, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    return time.perf_counter() - started
+
+
+def ack_latencies(callback_url: str, count: int, prefix: str) -> list[float]:
+    out = []
+    with httpx.Client(timeout=30) as client:
+        for i in range(count):
+            body = music(task=f"{prefix}{i}", tracks=[])
+            started = time.perf_counter()
+            client.post(callback_url, json=body).raise_for_status()
+            out.append(time.perf_counter() - started)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--callbacks", type=int, default=400)
+    parser.add_argument("--load-mb", type=int, default=1000, help="size of each of the four downloads under load")
+    args = parser.parse_args()
+    if shutil.which("curl") is None:
+        raise SystemExit("curl is needed: apt-get install curl")
+    work = Path(tempfile.mkdtemp(prefix="relay-bench-archive-"))
+    atexit.register(shutil.rmtree, work, True)  # registered first, so it runs after the processes ended
+    procs: list[subprocess.Popen[bytes]] = []
+    atexit.register(_end_all, procs)
+    assets = start_assets(procs)
+    callback_url, _ = start_relay(work, procs, concurrency=4)
+    size = args.size_mb * 1_000_000
+
+    relay_times, curl_times, curl_sync_times = [], [], []
+    for r in range(args.rounds):
+        url = f"http://127.0.0.1:{assets}/bytes/{size}?seed={r}"
+        curl_times.append(curl_download(url, work / "curl.bin", fsync=False))
+        curl_sync_times.append(curl_download(url, work / "curl.bin", fsync=True))
+        relay_times.append(relay_download(work, callback_url, url, f"tp{r}"))
+        final_path(work, f"tp{r}").unlink()
+    (work / "curl.bin").unlink()
+    mb = size / 1e6
+    relay_rate = mb / statistics.median(relay_times)
+    curl_rate = mb / statistics.median(curl_times)
+    curl_sync_rate = mb / statistics.median(curl_sync_times)
+    print(f"throughput, {args.size_mb} MB file, median of {args.rounds}:")
+    print(f"  curl -o:            {curl_rate:7.0f} MB/s")
+    print(f"  curl -o + fsync:    {curl_sync_rate:7.0f} MB/s")
+    print(f"  relay (to renamed): {relay_rate:7.0f} MB/s = {relay_rate / curl_rate:.2f}x curl, "
+          f"{relay_rate / curl_sync_rate:.2f}x curl+fsync")
+
+    ack_latencies(callback_url, 50, "warm")
+    quiet = ack_latencies(callback_url, args.callbacks, "quiet")
+    load = args.load_mb * 1_000_000
+    for i in range(4):
+        httpx.post(callback_url, json=callback(f"big{i}", f"http://127.0.0.1:{assets}/bytes/{load}?seed={10 + i}"))
+    parts = [final_path(work, f"big{i}").with_name(f".Iron Man [big{i}].mp3.part") for i in range(4)]
+    while not all(p.exists() for p in parts):
+        time.sleep(0.01)
+    loaded = ack_latencies(callback_url, args.callbacks, "loaded")
+    running = sum(p.exists() for p in parts)
+    print(f"ack latency, {args.callbacks} sequential callbacks:")
+    print(f"  quiet:                  p50 {pct(quiet, 0.5):6.2f} ms  p99 {pct(quiet, 0.99):6.2f} ms")
+    print(f"  four downloads running: p50 {pct(loaded, 0.5):6.2f} ms  p99 {pct(loaded, 0.99):6.2f} ms "
+          f"= {pct(loaded, 0.99) / pct(quiet, 0.99):.2f}x quiet  ({running}/4 still running at the end)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""One file's transfer, run in a download worker process (see downloads.py) or, in tests, in-process.
+
+Downloads run in child processes at a lower CPU priority (nice 10): hashing and writing at loopback speed then
+take no GIL and little CPU from the process that acknowledges callbacks. A worker dies with relay (PR_SET_PDEATHSIG,
+and a parent check between chunks), so after kill -9 no orphan keeps writing a part the restarted relay resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relay.archive import metafile, tagging
+from relay.archive.budget import Budget
+from relay.archive.partfile import fsync_dir, sha256_file
+from relay.archive.plan import PREVIEW
+from relay.archive.safefetch import FetchError, Limits, Refused, Timeouts, fetch_bytes_sync, fetch_to_file_sync
+
+logger = logging.getLogger("relay.archive")
+
+COVER_MAX_BYTES = 20 << 20
+AUDIO_EXTENSIONS = (".mp3", ".m4a", ".aac", ".wav", ".flac", ".ogg", ".opus")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """What a transfer needs from [archive], picklable for the worker process."""
+
+    allow_private: bool
+    max_file_bytes: int
+    timeouts: Timeouts
+    tag: bool
+    artist: str
+    album: str
+    min_free_bytes: int
+    max_total_bytes: int
+
+
+class _Stop:
+    """Set by relay when it stops, or found set when relay is gone."""
+
+    def __init__(self, event: Any, parent: int) -> None:
+        self.event = event
+        self.parent = parent
+
+    def is_set(self) -> bool:
+        return bool(self.event is not None and self.event.is_set()) or os.getppid() != self.parent
+
+
+_stop = _Stop(None, os.getppid())
+
+
+def init_worker(event: Any, parent: int) -> None:
+    """Initializer of a worker process: lower priority, die with relay, stop when asked."""
+    global _stop
+    _stop = _Stop(event, parent)
+    os.nice(int(os.environ.get("RELAY_BENCH_NICE", "10")))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches relay, which stops the workers itself
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # relay died before prctl took effect
+        os._exit(1)
+
+
+def fetch_file(dest: Path, data: dict[str, Any], config: FetchConfig, archive_total: int) -> dict[str, Any]:
+    """Download one planned file into `dest`; the result is kept on the job (path, bytes, sha256)."""
+    role, url = data["role"], data["url"]
+    if role == "preview" and _final_exists(dest.parent, data.get("stem", "")):
+        return {"state": "superseded", "path": None}
+    if dest.exists():  # landed before a crash kept its result from being recorded
+        size, digest = sha256_file(dest)
+        return {"path": str(dest), "bytes": size, "sha256": digest}
+    budget = Budget(dest.parent.parent, config.min_free_bytes, config.max_total_bytes)
+    budget.total = archive_total
+    limits = Limits(config.allow_private, config.max_file_bytes, config.timeouts, cancel=_stop, guard=budget.guard)
+    prepare = (lambda part: _tag(part, dest, data, config)) if role == "audio" and config.tag else None
+    fetched = fetch_to_file_sync(url, dest, limits, prepare=prepare)
+    if role == "audio":
+        _drop_previews(dest.parent, data.get("stem", ""))
+    return {"path": str(dest), "bytes": fetched.bytes, "sha256": fetched.sha256, "content_type": fetched.content_type}
+
+
+def _tag(part: Path, dest: Path, data: dict[str, Any], config: FetchConfig) -> None:
+    tags = data.get("tags") or {}
+    album = config.album or tags.get("album")
+    cover = _cover(dest.parent, data, config)
+    wanted = tagging.Tags(tags.get("title"), config.artist or None, album, tagging.genres(tags.get("genre")), cover)
+    try:
+        tagging.write_tags(part, wanted)
+    except Exception as exc:  # mutagen's errors vary by format; an untagged song beats no song
+        logger.warning("cannot tag %s: %s", dest.name, exc)
+
+
+def _cover(folder: Path, data: dict[str, Any], config: FetchConfig) -> bytes | None:
+    """The track's cover: from disk if its download landed, else fetched now (and kept for its own job)."""
+    name, url = data.get("cover_name"), data.get("cover_url")
+    if not name or not url:
+        return None
+    path = folder / str(name)
+    with contextlib.suppress(OSError):
+        return path.read_bytes()
+    limits = Limits(config.allow_private, COVER_MAX_BYTES, config.timeouts, cancel=_stop)
+    try:
+        body, _ = fetch_bytes_sync(url, dataclasses.replace(limits, timeouts=Timeouts(10.0, 20.0, 60.0)))
+    except (FetchError, Refused, OSError) as exc:
+        logger.info("no cover for %s: %s", data.get("name"), exc)
+        return None
+    metafile.atomic_bytes(path, body)
+    return body
+
+
+def _final_exists(folder: Path, stem: str) -> bool:
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name.startswith(stem + ".") and entry.suffix.lower() in AUDIO_EXTENSIONS:
+                return True
+    return False
+
+
+def _drop_previews(folder: Path, stem: str) -> None:
+    removed = False
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name.startswith(stem + PREVIEW):
+                entry.unlink(missing_ok=True)
+                removed = True
+    if removed:
+        fsync_dir(folder)
