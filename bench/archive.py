@@ -145,8 +145,10 @@ def main() -> None:
     print(f"throughput, {args.size_mb} MB file, median of {args.rounds}:")
     print(f"  curl -o:            {curl_rate:7.0f} MB/s")
     print(f"  curl -o + fsync:    {curl_sync_rate:7.0f} MB/s")
-    print(f"  relay (to renamed): {relay_rate:7.0f} MB/s = {relay_rate / curl_rate:.2f}x curl, "
-          f"{relay_rate / curl_sync_rate:.2f}x curl+fsync")
+    print(
+        f"  relay (to renamed): {relay_rate:7.0f} MB/s = {relay_rate / curl_rate:.2f}x curl, "
+        f"{relay_rate / curl_sync_rate:.2f}x curl+fsync"
+    )
 
     ack_latencies(callback_url, 50, "warm")
     quiet = ack_latencies(callback_url, args.callbacks, "quiet")
@@ -160,8 +162,10 @@ def main() -> None:
     running = sum(p.exists() for p in parts)
     print(f"ack latency, {args.callbacks} sequential callbacks:")
     print(f"  quiet:                  p50 {pct(quiet, 0.5):6.2f} ms  p99 {pct(quiet, 0.99):6.2f} ms")
-    print(f"  four downloads running: p50 {pct(loaded, 0.5):6.2f} ms  p99 {pct(loaded, 0.99):6.2f} ms "
-          f"= {pct(loaded, 0.99) / pct(quiet, 0.99):.2f}x quiet  ({running}/4 still running at the end)")
+    print(
+        f"  four downloads running: p50 {pct(loaded, 0.5):6.2f} ms  p99 {pct(loaded, 0.99):6.2f} ms "
+        f"= {pct(loaded, 0.99) / pct(quiet, 0.99):.2f}x quiet  ({running}/4 still running at the end)"
+    )
 
 
 if __name__ == "__main__":
