@@ -28,6 +28,8 @@ logger = logging.getLogger("relay.archive")
 COVER_MAX_BYTES = 20 << 20
 AUDIO_EXTENSIONS = (".mp3", ".m4a", ".aac", ".wav", ".flac", ".ogg", ".opus")
 _PR_SET_PDEATHSIG = 1
+#: The workers' CPU niceness: when the CPU is busy, acknowledging a callback goes first.
+WORKER_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def init_worker(event: Any, parent: int) -> None:
     """Initializer of a worker process: lower priority, die with relay, stop when asked."""
     global _stop
     _stop = _Stop(event, parent)
-    os.nice(int(os.environ.get("RELAY_BENCH_NICE", "10")))
+    os.nice(WORKER_NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches relay, which stops the workers itself
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
