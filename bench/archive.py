@@ -33,9 +33,11 @@ from tests.family import TRACK, music
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
+# The file server ends with the benchmark, however the benchmark ends.
 SERVER = (
-    "import sys, time; sys.path.insert(0, {root!r}); from tests.asset_server import AssetServer; "
-    "s = AssetServer(); print(s.port, flush=True); time.sleep(1e9)"
+    "import os, sys, time; sys.path.insert(0, {root!r}); from tests.asset_server import AssetServer; "
+    "parent = os.getppid(); s = AssetServer(); print(s.port, flush=True)\n"
+    "while os.getppid() == parent: time.sleep(0.5)"
 )
 
 
