@@ -6,6 +6,7 @@ policy that treats 127.0.0.2 as public, and a resolver for made-up names: no tra
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import socket
@@ -297,3 +298,23 @@ def test_after_a_reboot_only_synced_bytes_are_trusted(tmp_path: Path, monkeypatc
     assert PartFile(tmp_path / "a.mp3", "http://127.0.0.1/other").resumable() == 0
     monkeypatch.setattr("relay.archive.partfile.boot_id", lambda: "another-boot")
     assert PartFile(tmp_path / "a.mp3", "http://127.0.0.1/x").resumable() == 0
+
+
+def test_the_async_api_others_reuse(assets: AssetServer, canary: Canary, tmp_path: Path) -> None:
+    """fetch_to_file and fetch_bytes (alert cover images reuse them) apply the same rules from async code."""
+    from relay.archive.safefetch import fetch_bytes, fetch_to_file
+
+    async def run() -> None:
+        result = await fetch_to_file(
+            assets.url("/bytes/70000?seed=3"), tmp_path / "a.mp3", allow_private=True, max_bytes=1 << 20
+        )
+        assert (result.bytes, result.sha256) == (70_000, sha256_of(70_000, 3))
+        data, ctype = await fetch_bytes(assets.url("/bytes/5000?type=image/jpeg"), allow_private=True, max_bytes=9000)
+        assert (data, ctype) == (body(5000), "image/jpeg")
+        with pytest.raises(Refused):
+            await fetch_bytes(f"http://127.0.0.1:{canary.port}/x.jpg", allow_private=False, max_bytes=9000)
+        with pytest.raises(FetchError, match="more than"):
+            await fetch_bytes(assets.url("/bytes/10000"), allow_private=True, max_bytes=9000)
+
+    asyncio.run(run())
+    assert canary.connections == 0
