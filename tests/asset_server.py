@@ -3,8 +3,9 @@
 Paths (query parameters optional):
 - `/bytes/N?seed=S&range=0|1&type=audio/mpeg&etag=0|1`: N bytes generated on the fly (see `body`), with or
   without Range support;
-- `/trickle/N?chunk=C&delay=D&length=0|1`: N bytes sent C at a time with D seconds between chunks (`length=0`:
-  without Content-Length, ending with the connection);
+- `/trickle/N?chunk=C&delay=D&length=0|1&cut=M`: N bytes sent C at a time with D seconds between chunks
+  (`length=0`: without Content-Length, ending with the connection; `cut=M`: hang up after byte M unless the request
+  asks for a range starting at or after it);
 - `/redirect/K?to=URL`: K redirects, then `to` (or `/bytes/1000`);
 - `/flaky/N?fails=F`: 404 for the first F requests of that path, then N bytes;
 - `/html`: a 200 with text/html (a CDN error page, not a song);
@@ -185,6 +186,11 @@ class AssetServer:
         h.send_header("Accept-Ranges", "bytes")
         h.send_header("ETag", f'"{seed}-{size}"')
         h.end_headers()
+        cut = int(q.get("cut", "0"))
+        if cut and start < cut:  # hang up mid-body, once per path
+            self._write_range(h, seed, start, cut, chunk, delay)
+            h.close_connection = True
+            return
         self._write_range(h, seed, start, size, chunk, delay)
 
     def _write_range(

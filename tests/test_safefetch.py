@@ -318,3 +318,15 @@ def test_the_async_api_others_reuse(assets: AssetServer, canary: Canary, tmp_pat
 
     asyncio.run(run())
     assert canary.connections == 0
+
+
+def test_a_server_hanging_up_mid_body_leaves_a_part_that_resumes(assets: AssetServer, tmp_path: Path) -> None:
+    """A connection cut before Content-Length is reached is a retryable failure; the next attempt resumes."""
+    url = assets.url("/trickle/2000000?chunk=100000&delay=0&cut=700000")
+    with pytest.raises(FetchError, match="bad HTTP response") as caught:
+        fetch_to_file_sync(url, tmp_path / "a.mp3", loose())
+    assert caught.value.retry is True
+    assert not (tmp_path / "a.mp3").exists()
+    result = fetch_to_file_sync(url, tmp_path / "a.mp3", loose())
+    assert result.resumed_from == 700_000
+    assert (result.bytes, result.sha256) == (2_000_000, sha256_of(2_000_000))

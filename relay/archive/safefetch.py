@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,14 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin
 
-import httpcore
-
+from relay.archive import pinned
 from relay.archive.addresses import Policy, Refused, Resolver, Target, check, forbidden_reason, parse, system_resolver
 from relay.archive.partfile import PartFile
 
 T = TypeVar("T")
 MAX_REDIRECTS = 5
-READ_BYTES = 1 << 20
 _REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT = (404, 408, 410, 425, 429, 500, 502, 503, 504)  # a link can 404 for a moment right after the callback
 _NOT_MEDIA = ("text/", "application/json", "application/xml", "application/xhtml")
@@ -92,60 +88,7 @@ class Limits:
     policy: Policy = forbidden_reason
 
 
-class _PinnedBackend(httpcore.NetworkBackend):
-    """Connects to the checked address whatever name httpcore asks for, and reads in large chunks."""
-
-    def __init__(self, address: str) -> None:
-        self._address = address
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_tcp(self._address, port, timeout, local_address, socket_options)
-        return _LargeReads(stream)
-
-
-class _LargeReads(httpcore.NetworkStream):
-    """httpcore asks for 64 KiB at a time; a larger read takes fewer trips through the parser per megabyte."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max(max_bytes, READ_BYTES), timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        return _LargeReads(self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
-
-
-@dataclass
-class _Response:
-    status: int
-    headers: dict[str, str]
-    chunks: Iterator[bytes]
-    url: str
+_Response = pinned.Answer
 
 
 @contextlib.contextmanager
@@ -154,8 +97,7 @@ def _open(url: str, limits: Limits, headers: dict[str, str]) -> Iterator[_Respon
     for _ in range(MAX_REDIRECTS + 1):
         target = parse(url)
         address = check(target, allow_private=limits.allow_private, resolve=limits.resolve, policy=limits.policy)
-        response = _request(target, str(address), limits, headers)
-        with response as opened:
+        with _request(target, str(address), limits, headers) as opened:
             if opened.status in _REDIRECTS and "location" in opened.headers:
                 url = urljoin(url, opened.headers["location"])
                 continue
@@ -166,32 +108,11 @@ def _open(url: str, limits: Limits, headers: dict[str, str]) -> Iterator[_Respon
 
 @contextlib.contextmanager
 def _request(target: Target, address: str, limits: Limits, headers: dict[str, str]) -> Iterator[_Response]:
-    timeouts = limits.timeouts
-    extensions: dict[str, Any] = {
-        "timeout": {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": 1.0},
-        "sni_hostname": target.host,
-    }
-    sent = [("Host", target.host_header), ("User-Agent", "relay"), ("Accept-Encoding", "identity"), *headers.items()]
-    url = httpcore.URL(scheme=target.scheme, host=target.host, port=target.port, target=target.target)
     try:
-        with (
-            httpcore.ConnectionPool(
-                ssl_context=_ssl_context(), network_backend=_PinnedBackend(address), max_connections=1
-            ) as pool,
-            pool.stream("GET", url, headers=sent, extensions=extensions) as response,
-        ):
-            received = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
-            yield _Response(response.status, received, _chunks(response.iter_stream()), target.url)
-    except httpcore.TimeoutException as exc:
-        raise FetchError(f"timed out ({type(exc).__name__})") from None
-    except httpcore.NetworkError as exc:
-        raise FetchError(f"network error: {exc or type(exc).__name__}") from None
-    except httpcore.ProtocolError as exc:
-        raise FetchError(f"bad HTTP response: {exc or type(exc).__name__}") from None
-
-
-def _chunks(stream: Any) -> Iterator[bytes]:
-    yield from stream
+        with pinned.get(target, address, headers, (limits.timeouts.connect, limits.timeouts.read)) as answer:
+            yield answer
+    except pinned.NetworkError as exc:  # only the network's errors: the part file's (a full disk) pass as they are
+        raise FetchError(str(exc)) from None
 
 
 def _status_error(response: _Response) -> FetchError:
@@ -269,6 +190,8 @@ def _copy(response: _Response, part: PartFile, limits: Limits, sizes: tuple[int,
             limits.guard(written, whole)
         if time.monotonic() > deadline:
             raise FetchError(f"took longer than {limits.timeouts.total:g} s")
+    if whole is not None and written != whole:
+        raise FetchError(f"bad HTTP response: {written} bytes of the {whole} announced")
 
 
 def fetch_bytes_sync(url: str, limits: Limits) -> tuple[bytes, str | None]:
