@@ -133,6 +133,7 @@ def main() -> None:
     callback_url, _ = start_relay(work, procs, concurrency=4)
     size = args.size_mb * 1_000_000
 
+    relay_download(work, callback_url, f"http://127.0.0.1:{assets}/bytes/1000", "warmup")  # workers started
     relay_times, curl_times, curl_sync_times, curl_nice_times = [], [], [], []
     for r in range(args.rounds):
         url = f"http://127.0.0.1:{assets}/bytes/{size}?seed={r}"

@@ -174,8 +174,8 @@ class PartFile:
             self._writer.join()
             self._writer = None
 
-    def finish(self, prepare: Callable[[Path], None] | None = None) -> tuple[int, str]:
-        """fsync, let `prepare` edit the part (tags), rename it into place; returns size and sha256."""
+    def finish(self, prepare: Callable[[Path], bool] | None = None) -> tuple[int, str]:
+        """fsync, let `prepare` edit the part (tags; True if it did), rename it into place; returns size and sha256."""
         self._settle()
         if self._error is not None:
             raise self._error
@@ -184,8 +184,7 @@ class PartFile:
         os.close(self._fd)
         self._fd = None
         size, digest = self._size, self._hash.hexdigest()
-        if prepare is not None:
-            prepare(self.path)
+        if prepare is not None and prepare(self.path):
             size, digest = sha256_file(self.path)
             with self.path.open("rb+") as fh:
                 os.fsync(fh.fileno())

@@ -134,9 +134,10 @@ def _check_headers(response: _Response, limits: Limits, already: int) -> int | N
 
 
 def fetch_to_file_sync(
-    url: str, dest: Path, limits: Limits, *, resume: bool = True, prepare: Callable[[Path], None] | None = None
+    url: str, dest: Path, limits: Limits, *, resume: bool = True, prepare: Callable[[Path], bool] | None = None
 ) -> FetchResult:
-    """Download `url` to `dest` (blocking): whole or not at all; `prepare(part)` may change it before the rename."""
+    """Download `url` to `dest` (blocking): whole or not at all; `prepare(part)` may change it before the rename
+    (and says whether it did)."""
     part = PartFile(dest, url)
     offset = part.resumable() if resume else 0
     if not offset:

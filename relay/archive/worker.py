@@ -91,15 +91,18 @@ def fetch_file(dest: Path, data: dict[str, Any], config: FetchConfig, archive_to
     return {"path": str(dest), "bytes": fetched.bytes, "sha256": fetched.sha256, "content_type": fetched.content_type}
 
 
-def _tag(part: Path, dest: Path, data: dict[str, Any], config: FetchConfig) -> None:
+def _tag(part: Path, dest: Path, data: dict[str, Any], config: FetchConfig) -> bool:
+    if tagging.audio_format(part) is None:
+        return False  # WAV, FLAC, or not audio at all: kept as served
     tags = data.get("tags") or {}
     album = config.album or tags.get("album")
     cover = _cover(dest.parent, data, config)
     wanted = tagging.Tags(tags.get("title"), config.artist or None, album, tagging.genres(tags.get("genre")), cover)
     try:
-        tagging.write_tags(part, wanted)
+        return tagging.write_tags(part, wanted) is not None
     except Exception as exc:  # mutagen's errors vary by format; an untagged song beats no song
         logger.warning("cannot tag %s: %s", dest.name, exc)
+        return True  # it may have written part of the tags: hash what is there
 
 
 def _cover(folder: Path, data: dict[str, Any], config: FetchConfig) -> bytes | None:
