@@ -1,8 +1,9 @@
 """One file's transfer, run in a download worker process (see downloads.py) or, in tests, in-process.
 
-Downloads run in child processes at a lower CPU priority (nice 10): hashing and writing at loopback speed then
-take no GIL and little CPU from the process that acknowledges callbacks. A worker dies with relay (PR_SET_PDEATHSIG,
-and a parent check between chunks), so after kill -9 no orphan keeps writing a part the restarted relay resumes.
+Downloads run in child processes at a lower CPU priority (nice 10) and the lowest best-effort disk priority:
+hashing and writing at loopback speed then take no GIL and little CPU from the process that acknowledges
+callbacks. A worker dies with relay (PR_SET_PDEATHSIG, and a parent check between chunks), so after kill -9 no
+orphan keeps writing a part the restarted relay resumes.
 """
 
 from __future__ import annotations
@@ -65,12 +66,27 @@ def init_worker(event: Any, parent: int) -> None:
     global _stop
     _stop = _Stop(event, parent)
     os.nice(WORKER_NICE)
+    _lower_io_priority()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches relay, which stops the workers itself
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # relay died before prctl took effect
         os._exit(1)
+
+
+_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "armv7l": 314, "i686": 289}
+_IOPRIO_BEST_EFFORT_LOWEST = (2 << 13) | 7
+
+
+def _lower_io_priority() -> None:
+    """The lowest best-effort disk priority, where the scheduler honours it: the log's writes go first."""
+    number = _IOPRIO_SET.get(os.uname().machine)
+    if number is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(number, 1, 0, _IOPRIO_BEST_EFFORT_LOWEST)  # IOPRIO_WHO_PROCESS, this process
 
 
 def fetch_file(dest: Path, data: dict[str, Any], config: FetchConfig, archive_total: int) -> dict[str, Any]:
