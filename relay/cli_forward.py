@@ -65,9 +65,9 @@ def forward_lines(forwards: list[dict[str, Any]]) -> str:
         )
         for entry in job.get("targets") or []:
             facts = [f"{entry.get('attempts')} attempt(s)"]
-            if entry.get("status") is not None:
+            if entry.get("status") is not None and not entry.get("error"):  # the error names a failing status
                 facts.append(f"HTTP {entry['status']}")
-            if entry.get("exit_code") is not None:
+            if entry.get("exit_code") is not None and not entry.get("error"):
                 facts.append(f"exit {entry['exit_code']}")
             line = f"    {entry.get('target')}: {entry.get('state')} ({', '.join(facts)})"
             out.append(line + (f": {entry['error']}" if entry.get("error") else ""))

@@ -45,18 +45,14 @@ async def post(
     except httpx.TimeoutException:
         return Attempt(False, f"no answer within {target.timeout:g} s", result={"status": None})
     except httpx.HTTPError as exc:
-        # The message of a connection error names no URL, but a target URL may hold a secret: say only the kind.
-        return Attempt(False, _reason(exc), result={"status": None})
+        return Attempt(False, _reason(exc, target.url), result={"status": None})
     result = {"status": response.status_code, "webhook_id": msg_id}
     if 200 <= response.status_code < 300:
         return Attempt(True, result=result)
     return Attempt(False, f"HTTP {response.status_code}", result=result)
 
 
-def _reason(exc: httpx.HTTPError) -> str:
-    cause: BaseException | None = exc
-    while cause is not None and cause.__cause__ is not None:
-        cause = cause.__cause__
-    if isinstance(cause, OSError) and cause.strerror:
-        return f"{type(exc).__name__}: {cause.strerror}"
-    return type(exc).__name__
+def _reason(exc: httpx.HTTPError, url: str) -> str:
+    """What went wrong, without the URL: a target URL may hold a secret (a Home Assistant webhook id)."""
+    text = str(exc).replace(url, "****")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
