@@ -78,6 +78,19 @@ def test_failing_target_is_retried_until_it_answers(make_relay: Any, capture: Ca
     verified(capture.requests[0])
 
 
+def test_a_hanging_target_never_delays_the_acknowledgement(make_relay: Any, capture: CaptureServer) -> None:
+    """While a target holds a forward open, callbacks are still acknowledged; the queue catches up afterwards."""
+    capture.hang.set()
+    relay = make_relay(forward=[hook(capture, timeout=120)])
+    relay.post(music(task="h1"))
+    wait_for(lambda: capture.held == 1)
+    assert relay.post(music(task="h2")).status_code == 200  # answered while the first forward hangs
+    assert relay.post(music(task="h3")).status_code == 200
+    capture.hang.clear()
+    wait_for(lambda: len(capture.requests) == 3)
+    assert [verified(r)["data"]["task_id"] for r in capture.requests] == ["h1", "h2", "h3"]  # in order
+
+
 def test_target_down_during_the_callback_receives_it_after_a_restart(make_relay: Any) -> None:
     """A target that is down when the callback arrives gets it once it is back, also when relay restarted between."""
     port = free_port()
