@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from relay.csrf import CsrfTokens
 from relay.formatting import mmss, titles
+from relay.forward import web as forward_web
+from relay.forward.service import Forwards
 from relay.metrics import Metrics
 from relay.query import Filters, parse_since, select, task_state
 from relay.receiver import CallbackReceiver
@@ -47,6 +50,8 @@ class AdminServices:
     public_url_problem: Callable[[], str]
     health: Callable[[], tuple[bool, dict[str, Any]]]
     alerts_for_task: Callable[[str, list[int]], list[dict[str, Any]]]
+    forwards: Forwards | None = None
+    csrf: CsrfTokens = field(default_factory=CsrfTokens)
 
 
 def _filters(request: Request) -> Filters:
@@ -78,6 +83,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
         "state": task_state(deliveries),
         "deliveries": deliveries,
         "alerts": services.alerts_for_task(task_id, [d["id"] for d in deliveries]),
+        "forwards": services.forwards.for_task(task_id, [d["id"] for d in deliveries]) if services.forwards else [],
     }
 
 
@@ -97,7 +103,8 @@ def create_admin_app(services: AdminServices) -> Starlette:
         view = _task_view(services, request.path_params["task_id"])
         if not view["deliveries"]:
             raise HTTPException(404, "no deliveries for this task")
-        return templates.TemplateResponse(request, "task.html", view)
+        token = services.csrf.token(forward_web.replay_purpose(view["task_id"]))
+        return templates.TemplateResponse(request, "task.html", {**view, "replay_token": token})
 
     async def api_callbacks(request: Request) -> Response:
         return JSONResponse({"callbacks": _deliveries(services.log_path, _filters(request))})
@@ -134,6 +141,7 @@ def create_admin_app(services: AdminServices) -> Starlette:
             Route("/api/url", api_url),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            *(forward_web.routes(services.forwards, services.csrf) if services.forwards else []),
         ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -168,16 +168,20 @@ def show(config_path: str | None, task_id: str, as_json: bool) -> None:
     if not deliveries:
         raise RelayError(f"no deliveries for task {task_id!r}")
     alerts = jobs_for_task(settings.outbox_path, "alerts", task_id, [d["id"] for d in deliveries])
+    forwards = jobs_for_task(settings.outbox_path, "forwards", task_id, [d["id"] for d in deliveries])
     state = task_state(deliveries)
     if as_json:
         click.echo(
             json.dumps(
-                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts},
+                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts, "forwards": forwards},
                 ensure_ascii=False,
             )
         )
     else:
+        from relay.cli_forward import forward_lines
+
         click.echo(show_task(task_id, state, deliveries, alerts))
+        click.echo(forward_lines(forwards))
 
 
 @cli.command()
@@ -296,6 +300,9 @@ def install_ngrok(config_path: str | None) -> None:
     config.auth_token = None
     ngrok.install_ngrok(config)
     click.echo(f"ngrok agent installed at {config.ngrok_path}")
+
+
+import relay.cli_forward  # noqa: E402, F401 - registers `relay replay`
 
 
 def main() -> None:
