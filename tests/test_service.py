@@ -62,7 +62,7 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
 
 
 def test_notify_protocol_ready_status_watchdog(make_relay: Any, tmp_path: Path) -> None:
-    """READY=1 once listening, STATUS= with the masked URL, WATCHDOG=1 from the loop, STOPPING=1 on SIGTERM."""
+    """READY=1 once listening, STATUS= with masked URL and counts, WATCHDOG=1 from the loop, STOPPING=1 on SIGTERM."""
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -73,7 +73,10 @@ def test_notify_protocol_ready_status_watchdog(make_relay: Any, tmp_path: Path) 
     while not any("WATCHDOG=1" in m for m in seen):
         seen.append(sock.recv(4096).decode())
     ready = next(m for m in seen if "READY=1" in m)
-    assert "STATUS=https://relay.example.test/callback/****" in ready
+    assert "STATUS=https://relay.example.test/callback/****; 0 live deliveries; 0 alerts pending" in ready
+    relay.post(music())
+    while not any("1 live delivery;" in m for m in seen):  # singular, as `systemctl status` shows it
+        seen.append(sock.recv(4096).decode())
     assert "test-token" not in "".join(seen)
     assert relay.stop() == 0
     while not any("STOPPING=1" in m for m in seen):
