@@ -56,9 +56,12 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     security = subprocess.run([analyze, "security", "--offline=yes", str(copy)], capture_output=True, text=True)
     score = float(security.stdout.split("Overall exposure level for relay.service:")[1].split()[0])
     # The user unit cannot use DynamicUser; the system unit is the one held to the 1.5 target.
-    assert score <= (1.5 if unit == "relay.service" else 2.5)
+    assert score <= (1.5 if unit == "relay.service" else 1.9)
     assert "RestartPreventExitStatus=3" in text
     assert "Type=notify" in text
+    # A user manager can drop capabilities and apply ProtectSystem= only inside a user namespace
+    # (218/CAPABILITIES otherwise, found by tests/system).
+    assert "PrivateUsers=yes" in text
 
 
 def test_notify_protocol_ready_status_watchdog(make_relay: Any, tmp_path: Path) -> None:
