@@ -60,8 +60,9 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     assert "RestartPreventExitStatus=3" in text
     assert "Type=notify" in text
     # A user manager can drop capabilities and apply ProtectSystem= only inside a user namespace
-    # (218/CAPABILITIES otherwise, found by tests/system).
+    # (218/CAPABILITIES otherwise, found by tests/system); allowing every address needs no line at all.
     assert "PrivateUsers=yes" in text
+    assert "IPAddressAllow=" not in text
 
 
 def test_notify_protocol_ready_status_watchdog(make_relay: Any, tmp_path: Path) -> None:
