@@ -62,7 +62,9 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     # A user manager can drop capabilities and apply ProtectSystem= only inside a user namespace
     # (218/CAPABILITIES otherwise, found by tests/system); allowing every address needs no line at all.
     assert "PrivateUsers=yes" in text
-    assert "IPAddressAllow=" not in text
+    settings = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line and not line.startswith("#")}
+    assert "IPAddressAllow" not in settings
+    assert "ConfigurationDirectory" not in settings  # it would make /etc/relay writable inside the unit
 
 
 def test_notify_protocol_ready_status_watchdog(make_relay: Any, tmp_path: Path) -> None:
