@@ -67,6 +67,23 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     assert "ConfigurationDirectory" not in settings  # it would make /etc/relay writable inside the unit
 
 
+def test_config_errors_name_the_file_behind_the_credential(tmp_path: Path) -> None:
+    """Read through LoadCredential's copy, a bad config's message names RELAY_CONFIG_SOURCE, the file one edits."""
+    from relay.config import load_settings
+    from relay.errors import ConfigError
+
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "config.toml").write_text("[server]\nbogus = 1\n")
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "RELAY_CONFIG_SOURCE": "/etc/relay/config.toml"}
+    with pytest.raises(ConfigError, match=r"^/etc/relay/config.toml: server.bogus: unknown key"):
+        load_settings(str(creds / "config.toml"), env)
+    other = tmp_path / "other.toml"  # not a credential: named as given
+    other.write_text("[server]\nbogus = 1\n")
+    with pytest.raises(ConfigError, match=rf"^{other}: server.bogus"):
+        load_settings(str(other), env)
+
+
 def test_notify_protocol_ready_status_watchdog(make_relay: Any, tmp_path: Path) -> None:
     """READY=1 once listening, STATUS= with masked URL and counts, WATCHDOG=1 from the loop, STOPPING=1 on SIGTERM."""
     path = str(tmp_path / "notify.sock")
