@@ -324,3 +324,16 @@ def _health(admin: int) -> dict[str, Any]:
         return dict(httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).json())
     except (httpx.HTTPError, ValueError):
         return {}
+
+
+def test_readme_service_steps_are_what_the_boot_test_runs() -> None:
+    """The README's two service blocks parse into the steps tests/system runs (a renamed heading would run none)."""
+    from tests.system.readme_steps import SYSTEM, USER, service_steps
+
+    steps = service_steps((ROOT / "README.md").read_text())
+    assert [s.command for s in steps[SYSTEM] if not s.as_root] == []
+    assert any(s.command == "systemctl enable --now relay" for s in steps[SYSTEM])
+    assert any(s.command.startswith("loginctl enable-linger") and s.as_root for s in steps[USER])
+    linger = next(i for i, s in enumerate(steps[USER]) if "enable-linger" in s.command)
+    start = next(i for i, s in enumerate(steps[USER]) if "systemctl --user" in s.command and "--now" in s.command)
+    assert linger < start  # without linger first the user's systemd ends with the su session that started relay
