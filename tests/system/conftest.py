@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.system.machine import BootFailed, Machine, booted
-from tests.system.rootfs import CACHE, cached_root, host_release
+from tests.system.rootfs import cached_root, host_release
 
 ROOT = Path(__file__).resolve().parents[2]
-# The container shares the host's network (so pip inside reaches the registry): the README's ports must be free.
-PORTS = (8080, 8081, 8090, 8091)
 REPORT: dict[str, str] = {}
 
 
@@ -40,11 +36,6 @@ def timed(name: str) -> Iterator[None]:
         REPORT[name] = f"{time.monotonic() - started:.1f} s"
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     """A booted Debian with systemd as PID 1, on a throwaway overlay of the cached debootstrap root."""
@@ -55,12 +46,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
         pytest.skip(f"needs {', '.join(missing)}: apt-get install systemd-container debootstrap (.ci/run does)")
     started = time.monotonic()
     logs = tmp_path_factory.mktemp("systemd-boot")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / "run.lock").open("w") as lock, contextlib.ExitStack() as stack:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one boot test at a time on a machine: they would share the ports
-        busy = [port for port in PORTS if _listening(port)]
-        if busy:
-            pytest.fail(f"ports {busy} are in use here; the container shares this machine's network and needs them")
+    with contextlib.ExitStack() as stack:
         root, built = cached_root(host_release(), logs / "debootstrap.log")
         REPORT["debootstrap"] = f"{built:.1f} s" if built else "cached"
         try:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.system.proxy import ConnectProxy, listen_in
+
 # The environment of a root shell inside: nothing of the host's leaks in but the pip settings (see pip_environment).
 ROOT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -131,6 +133,7 @@ def booted(lower: Path, work: Path, repo: Path, log: Path) -> Iterator[Machine]:
     root.mkdir(parents=True)
     overlay = _mount_overlay(lower, work, root)
     nspawn: subprocess.Popen[bytes] | None = None
+    proxy: ConnectProxy | None = None
     try:
         binds = prepare(root, repo)
         with log.open("wb") as out:
@@ -144,6 +147,7 @@ def booted(lower: Path, work: Path, repo: Path, log: Path) -> Iterator[Machine]:
                     f"--machine=relay-test-{os.getpid()}",
                     "--boot",
                     "--console=read-only",
+                    "--private-network",  # its own loopback: the README's ports never meet this machine's
                     *[f"--bind-ro={folder}" for folder in binds],
                 ],
                 stdin=subprocess.DEVNULL,
@@ -151,15 +155,32 @@ def booted(lower: Path, work: Path, repo: Path, log: Path) -> Iterator[Machine]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        machine = Machine(root, nspawn, _wait_for_init(nspawn, log), pip_environment())
+        leader = _wait_for_init(nspawn, log)
+        proxy = ConnectProxy(listen_in(Path(f"/proc/{leader}/ns/net")))
+        machine = Machine(root, nspawn, leader, {**pip_environment(), **_proxy_environment(proxy.port)})
+        with (root / "etc" / "environment").open("a") as env:  # for `su -` logins too
+            env.writelines(f'{k}="{v}"\n' for k, v in _proxy_environment(proxy.port).items())
         _wait_for_boot(machine, log)
         yield machine
     finally:
         if nspawn is not None:
             _power_off(nspawn)
+        if proxy is not None:
+            proxy.close()
         if overlay and subprocess.run(["umount", str(root)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "--lazy", str(root)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _proxy_environment(port: int) -> dict[str, str]:
+    """How pip inside finds the way out (curl and relay's own CLI talk to loopback, which stays direct)."""
+    url = f"http://127.0.0.1:{port}"
+    return {
+        "HTTPS_PROXY": url,
+        "https_proxy": url,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
 
 
 def _mount_overlay(lower: Path, work: Path, root: Path) -> bool:

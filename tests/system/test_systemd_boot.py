@@ -1,6 +1,6 @@
 """relay under a real systemd: the README's service steps, run as written in a booted Debian container.
 
-Slow (over a minute, and another when debootstrap has to build the root) and root-only, so not in the quick suite:
+Slow (one to three minutes, and more when debootstrap has to build the root) and root-only, so not in the quick suite:
 `.venv/bin/python -m pytest -m systemd_boot` runs it, and `.ci/run` does as its own step. The tests run in order
 on one container: the system unit first, then the user unit beside it.
 """
