@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,11 @@ from starlette.templating import Jinja2Templates
 
 from relay.archive.files import local_copies
 from relay.archive.service import ArchiveService
+from relay.csrf import CsrfTokens
 from relay.errors import RelayError
 from relay.formatting import mmss, titles
+from relay.forward import web as forward_web
+from relay.forward.service import Forwards
 from relay.metrics import Metrics
 from relay.query import Filters, parse_since, select, task_state
 from relay.receiver import CallbackReceiver
@@ -51,6 +54,8 @@ class AdminServices:
     health: Callable[[], tuple[bool, dict[str, Any]]]
     alerts_for_task: Callable[[str, list[int]], list[dict[str, Any]]]
     archive: ArchiveService | None = None
+    forwards: Forwards | None = None
+    csrf: CsrfTokens = field(default_factory=CsrfTokens)
 
 
 def _filters(request: Request) -> Filters:
@@ -83,6 +88,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
         "deliveries": deliveries,
         "alerts": services.alerts_for_task(task_id, [d["id"] for d in deliveries]),
         "files": services.archive.files_for_task(task_id, [d["id"] for d in deliveries]) if services.archive else [],
+        "forwards": services.forwards.for_task(task_id, [d["id"] for d in deliveries]) if services.forwards else [],
     }
 
 
@@ -102,7 +108,9 @@ def create_admin_app(services: AdminServices) -> Starlette:
         view = _task_view(services, request.path_params["task_id"])
         if not view["deliveries"]:
             raise HTTPException(404, "no deliveries for this task")
-        return templates.TemplateResponse(request, "task.html", {**view, "local": local_copies(view["files"])})
+        token = services.csrf.token(forward_web.replay_purpose(view["task_id"]))
+        context = {**view, "replay_token": token, "local": local_copies(view["files"])}
+        return templates.TemplateResponse(request, "task.html", context)
 
     async def api_callbacks(request: Request) -> Response:
         return JSONResponse({"callbacks": _deliveries(services.log_path, _filters(request))})
@@ -156,6 +164,7 @@ def create_admin_app(services: AdminServices) -> Starlette:
             Route("/files/{folder}/{name}", archived_file),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            *(forward_web.routes(services.forwards, services.csrf) if services.forwards else []),
         ],
         exception_handlers={HTTPException: _http_error},
     )

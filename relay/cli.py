@@ -170,16 +170,28 @@ def show(config_path: str | None, task_id: str, as_json: bool) -> None:
         raise RelayError(f"no deliveries for task {task_id!r}")
     alerts = jobs_for_task(settings.outbox_path, "alerts", task_id, [d["id"] for d in deliveries])
     files = task_files(settings.outbox_path, settings.archive_dir, task_id, [d["id"] for d in deliveries])
+    forwards = jobs_for_task(settings.outbox_path, "forwards", task_id, [d["id"] for d in deliveries])
     state = task_state(deliveries)
     if as_json:
         click.echo(
             json.dumps(
-                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts, "files": files},
+                {
+                    "task_id": task_id,
+                    "state": state,
+                    "deliveries": deliveries,
+                    "alerts": alerts,
+                    "forwards": forwards,
+                    "files": files,
+                },
                 ensure_ascii=False,
             )
         )
     else:
-        click.echo(show_task(task_id, state, deliveries, alerts) + "\n" + files_text(files))
+        from relay.cli_forward import forward_lines
+
+        click.echo(show_task(task_id, state, deliveries, alerts))
+        click.echo(forward_lines(forwards))
+        click.echo(files_text(files))
 
 
 @cli.command()
@@ -300,7 +312,8 @@ def install_ngrok(config_path: str | None) -> None:
     click.echo(f"ngrok agent installed at {config.ngrok_path}")
 
 
-import relay.cli_archive  # noqa: E402, F401 - registers `relay fetch`
+import relay.cli_archive  # noqa: E402 - registers `relay fetch`
+import relay.cli_forward  # noqa: E402, F401 - registers `relay replay`
 
 
 def main() -> None:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from relay.errors import ConfigError
 
 STAGES = ("text", "first", "complete", "error")
 ENV_CONFIG = "RELAY_CONFIG"
+# Under systemd's LoadCredential relay reads a copy; this names the file the user edits, for messages.
+ENV_CONFIG_SOURCE = "RELAY_CONFIG_SOURCE"
 ENV_TOKEN = "RELAY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_NGROK_AUTHTOKEN = "NGROK_AUTHTOKEN"
 
@@ -112,6 +117,58 @@ class ArchiveSettings(_Section):
     give_up_after: float = Field(default=336.0, gt=0)
 
 
+class ForwardTarget(_Section):
+    """One `[[forward]]` target: an HTTP endpoint (`url`) or a command (`exec`) each matching delivery goes to."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str = ""
+    exec: tuple[str, ...] = ()
+    secret: SecretStr = SecretStr("")
+    kinds: tuple[Literal["music", "lyrics", "wav", "stems", "midi", "video", "cover", "voice", "unknown"], ...] = ()
+    stages: tuple[Literal["text", "first", "complete", "error"], ...] = ()
+    ok: bool | None = None
+    timeout: float = Field(default=30.0, gt=0, le=86400)
+    after: Literal["recorded", "archived"] = "recorded"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if text.startswith("whsec_"):
+            try:
+                key = base64.b64decode(text.removeprefix("whsec_") + "==", validate=False)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not key:
+                raise ValueError("a whsec_ secret must be base64 after the prefix (as Standard Webhooks issues them)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ForwardTarget:
+        if bool(self.url) == bool(self.exec):
+            raise ValueError("set exactly one of url (an HTTP target) or exec (a command as an argument list)")
+        if self.exec and self.secret.get_secret_value():
+            raise ValueError("secret signs HTTP requests; an exec target has no use for it")
+        return self
+
+    @property
+    def secret_key(self) -> bytes:
+        """The HMAC key: a `whsec_` secret base64-decoded (Standard Webhooks), any other its UTF-8 bytes."""
+        text = self.secret.get_secret_value()
+        if text.startswith("whsec_"):
+            return base64.b64decode(text.removeprefix("whsec_") + "==")
+        return text.encode()
+
+
 class LogSettings(_Section):
     """What relay itself writes to stdout/stderr (journald keeps it)."""
 
@@ -128,7 +185,17 @@ class Settings(_Section):
     notify: NotifySettings = NotifySettings()
     archive: ArchiveSettings = ArchiveSettings()
     log: LogSettings = LogSettings()
+    forward: tuple[ForwardTarget, ...] = ()
     source: str = Field(default="(defaults)", exclude=True)
+
+    @field_validator("forward")
+    @classmethod
+    def _unique_names(cls, value: tuple[ForwardTarget, ...]) -> tuple[ForwardTarget, ...]:
+        names = [target.name for target in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"forward target names must be unique: {', '.join(twice)} appears more than once")
+        return value
 
     @property
     def state_dir(self) -> Path:
@@ -215,15 +282,26 @@ def load_settings(explicit: str | None = None, env: Mapping[str, str] | None = N
     """Find, read and validate the configuration, applying environment overrides for secrets."""
     env = os.environ if env is None else env
     path = find_config(explicit, env)
+    source = _source_name(path, env)
     raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+            raise ConfigError(f"{source}: cannot read config file: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_settings(raw, env, source=str(path) if path else "(defaults)")
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return parse_settings(raw, env, source=source)
+
+
+def _source_name(path: Path | None, env: Mapping[str, str]) -> str:
+    """How messages name the config: the file the user edits, also when relay reads systemd's credential copy."""
+    if path is None:
+        return "(defaults)"
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if credentials and env.get(ENV_CONFIG_SOURCE) and path.resolve().is_relative_to(Path(credentials).resolve()):
+        return env[ENV_CONFIG_SOURCE]
+    return str(path)
 
 
 def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "(defaults)") -> Settings:
@@ -254,7 +332,14 @@ def _describe(exc: ValidationError, source: str) -> str:
             problems.append(f"{key}: unknown key (see config.example.toml for the keys relay reads)")
             continue
         value = error.get("input")
-        shown = "***" if any(s in key for s in ("token", "urls")) else repr(value)
+        if isinstance(value, dict | list | tuple) and key.startswith("forward"):
+            problems.append(f"{key}: {error['msg']}")  # a whole table would show its url and secret
+            continue
+        # A forward URL or command line can carry its own secret (a Home Assistant webhook id is one).
+        secret = any(s in key for s in ("token", "urls", "secret")) or (
+            key.startswith("forward") and any(s in key for s in ("url", "exec"))
+        )
+        shown = "***" if secret else repr(value)
         problems.append(f"{key}: {error['msg']} (got {shown})")
     return f"{source}: " + "; ".join(problems)
 

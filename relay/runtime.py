@@ -14,6 +14,8 @@ from relay.app import AdminServices
 from relay.archive.downloads import DownloadKind
 from relay.archive.service import ArchiveService
 from relay.config import Settings
+from relay.forward.kind import ForwardKind
+from relay.forward.service import DownloadJobs, Forwards
 from relay.jobs import JobKind, JobQueue
 from relay.metrics import Metrics
 from relay.outbox import AlertKind, Outbox
@@ -35,19 +37,21 @@ class Relay:
         self.store = DeliveryStore(settings.log_path, settings.storage.rotate_records, settings.storage.retention_days)
         self.sender = AlertSender.from_settings(settings.notify)
         alerts = AlertKind(self.sender, settings.notify, self.metrics)
-        #: Every kind of job the queue performs; the archive and forward kinds join here.
-        self.kinds: list[JobKind] = [alerts]
+        self.forward_kind = ForwardKind(settings.forward, self.store, settings.notify, self.metrics)
         self.downloads = (
             DownloadKind(settings.archive, settings.archive_dir, self.metrics, on_pause=self._downloads_paused)
             if settings.archive.enabled
             else None
         )
-        if self.downloads is not None:
-            self.kinds.append(self.downloads)
+        #: Every kind of job the queue performs. Forwards stay last: a delivery's jobs are queued in this order,
+        #: so a forward with `after = "archived"` finds the delivery's downloads already queued.
+        self.kinds: list[JobKind] = [alerts, *([self.downloads] if self.downloads else []), self.forward_kind]
         self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
         self.outbox = Outbox(self.jobs, alerts)
         self.archive = ArchiveService(settings.archive_dir, self.jobs, self.downloads)
         alerts.saved_to = self.archive.saved_to
+        self.forward_kind.archive = DownloadJobs(self.jobs)
+        self.forwards = Forwards(self.jobs, self.forward_kind, self.outbox, self.metrics)
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
         self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self._url_changed)
@@ -84,6 +88,7 @@ class Relay:
             if self.downloads is not None:
                 await self.downloads.start()
                 self._stack.push_async_callback(self.downloads.close)
+            await self._stack.enter_async_context(self.forward_kind)  # its HTTP client outlives the workers
             await self._stack.enter_async_context(self.jobs)
             if self.downloads is not None:  # closed before the queue: transfers stop, their parts stay
                 self._stack.push_async_callback(self.downloads.stop)
@@ -127,9 +132,10 @@ class Relay:
         """For systemd's STATUS=: the URL (token masked) and counts."""
         url = self.tunnel.public_url
         where = f"{url}/callback/****" if url else "no public URL"
+        live, pending = len(self.store.db.table("callbacks")), self.outbox.pending
         return (
-            f"{where}; {len(self.store.db.table('callbacks'))} live deliveries; "
-            f"{self.outbox.pending} alerts pending, {self.outbox.dead} dead"
+            f"{where}; {live} live {'delivery' if live == 1 else 'deliveries'}; "
+            f"{pending} {'alert' if pending == 1 else 'alerts'} pending, {self.outbox.dead} dead"
         )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -147,6 +153,12 @@ class Relay:
             "recent_dead": self.outbox.recent_dead,
             "targets": len(self.sender.targets),
         }
+        forwards = {
+            "pending": self.forwards.pending,
+            "dead": self.forwards.dead,
+            "recent_dead": self.forwards.recent_dead,
+            "targets": len(self.settings.forward),
+        }
         problems = []
         if log_error:
             problems.append(f"log: {log_error}")
@@ -158,6 +170,8 @@ class Relay:
             problems.append(f"alerts: {self.outbox.recent_dead} given up on in the last 24 h")
         archive_problems, archive = self.archive.health()
         problems += archive_problems
+        if forwards["recent_dead"]:
+            problems.append(f"forwards: {forwards['recent_dead']} given up on in the last 24 h")
         detail = {
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
@@ -170,6 +184,7 @@ class Relay:
             "tunnel": tunnel,
             "alerts": alerts,
             "archive": archive,
+            "forwards": forwards,
         }
         return not problems, detail
 
@@ -183,6 +198,7 @@ class Relay:
             health=self.health,
             alerts_for_task=self.outbox.for_task,
             archive=self.archive,
+            forwards=self.forwards,
         )
 
     def _log_bytes(self) -> float:
