@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,26 @@ def test_the_test_fixture_keeps_the_archive_off(make_relay: Any) -> None:
     wait_for(lambda: len(relay.deliveries()) == 1)
     assert httpx.get(f"{relay.admin}/healthz", timeout=10).json()["archive"] == {"enabled": False}
     assert files_of(relay, "2fac00009f72") == []
+
+
+def test_a_forward_after_archived_finds_the_files_on_disk(make_relay: Any, assets: AssetServer, tmp_path: Path) -> None:
+    """A `[[forward]]` exec target with after = "archived" runs once the downloads are done, and RELAY_FILES lists
+    the saved files, which are there."""
+    seen = tmp_path / "seen.txt"
+    script = tmp_path / "import.py"
+    script.write_text(
+        "import os, pathlib\n"
+        "files = os.environ['RELAY_FILES'].splitlines()\n"
+        f"pathlib.Path({str(seen)!r}).write_text('\\n'.join(f + ' ' + str(os.path.exists(f)) for f in files))\n"
+    )
+    relay = make_relay(
+        archive=archive_config(tmp_path),
+        forward=[{"name": "beets", "exec": [sys.executable, str(script)], "stages": ["complete"], "after": "archived"}],
+    )
+    audio = assets.url("/trickle/3000000?chunk=300000&delay=0.02")
+    relay.post(song(assets, "t9", audio, assets.serve_file("c.jpg", JPEG, "image/jpeg")))
+    wait_for(lambda: seen.exists())
+    lines = seen.read_text().splitlines()
+    folder = tmp_path / "files" / "t9"
+    assert f"{folder / 'Iron Man [8551aa01662c].mp3'} True" in lines
+    assert f"{folder / 'Iron Man [8551aa01662c].jpg'} True" in lines
