@@ -22,6 +22,7 @@ from relay.metrics import Metrics
 from relay.query import Filters, parse_since, select, task_state
 from relay.receiver import CallbackReceiver
 from relay.redact import mask_token
+from relay.render import mask_targets
 from relay.store import read_all
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -82,7 +83,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
         "task_id": task_id,
         "state": task_state(deliveries),
         "deliveries": deliveries,
-        "alerts": services.alerts_for_task(task_id, [d["id"] for d in deliveries]),
+        "alerts": mask_targets(services.alerts_for_task(task_id, [d["id"] for d in deliveries])),
         "forwards": services.forwards.for_task(task_id, [d["id"] for d in deliveries]) if services.forwards else [],
     }
 
