@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class AlertKind:
         self.retry_base = settings.retry_base
         self.retry_max = settings.retry_max
         self.per_target = 1  # one push at a time per target keeps the burst accounting exact
+        #: Told (target, reason) when a target fails an alert for good, so the other targets can say so.
+        self.on_dead: Callable[[Target, str], None] | None = None
         self._sent_times: dict[str, deque[float]] = {}
 
     def spec(
@@ -105,6 +107,9 @@ class AlertKind:
             logger.warning(
                 "alert to %s failed (attempt %d): %s", plugin.masked, max(j.attempts for j in jobs) + 1, result.error
             )
+            # The queue gives up on a job whose first attempt is older than give_up_after (jobs.py, _record).
+            if self.on_dead is not None and any(time.time() - j.created >= self.give_up_after for j in jobs):
+                self.on_dead(plugin, result.error or "failed")
             return [Attempt(False, result.error)] * len(jobs)
         # Only pushes that arrived use up the burst allowance: retries of a failing alert reached nobody,
         # and counting them would hold the alert back for a whole burst window.
@@ -150,6 +155,21 @@ class Outbox:
         self.queue = queue
         self.kind = kind
         self.sender = kind.sender
+        kind.on_dead = self.target_dying
+
+    def target_dying(self, target: Target, reason: str) -> None:
+        """A target's alerts are being given up: warn the other targets, once a day per target."""
+        others = [t for t in self.sender.targets if t.key != target.key]
+        if not others:
+            return
+        hours = self.kind.settings.give_up_after
+        text = (
+            f"relay gave up alerts to {target.masked} after {hours:g} h of failures: {reason}. "
+            "`relay notify-test` tries every target; `relay show TASK_ID` lists what was not delivered."
+        )
+        message = messages.warning(f"relay gave up alerts to {target.masked}", text)
+        key = f"dead:{target.key}:{time.strftime('%Y-%m-%d', time.gmtime())}"
+        self.queue.spawn(self.queue.enqueue(KIND, self.kind.spec(message, key, targets=others)))
 
     async def enqueue(self, message: Message, key: str, task_id: str | None = None) -> int | None:
         """Queue an alert that no delivery called for (URL changed, a lost task, …)."""

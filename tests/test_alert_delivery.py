@@ -198,7 +198,8 @@ def test_a_send_that_fails_with_the_picture_is_tried_without(capture: CaptureSer
 
 def test_only_pictures_are_attached() -> None:
     """Bytes that are not PNG, JPEG, GIF or WebP (an error page) or too large are not attached."""
-    assert as_image(COVER) is not None and as_image(COVER).mimetype == "image/png"  # type: ignore[union-attr]
+    assert as_image(COVER) is not None
+    assert as_image(COVER).mimetype == "image/png"
     assert as_image(b"<html>404</html>") is None
     assert as_image(b"\xff\xd8\xff" + b"\0" * 3_000_000) is None
 
@@ -270,7 +271,8 @@ def test_a_failing_target_shows_its_reason_masked_everywhere(make_relay: Any, ca
     assert api["alerts"][0]["targets"][0]["target"] == masked
     assert "error=500" in api["alerts"][0]["targets"][0]["error"]
     page = httpx.get(f"{relay.admin}/tasks/why1").text
-    assert masked in page and "error=500" in page
+    assert masked in page
+    assert "error=500" in page
     logged = relay.cli("log", "--json", check=True).stdout
     assert masked in logged
     relay.stop()
@@ -283,7 +285,7 @@ def test_a_failing_target_shows_its_reason_masked_everywhere(make_relay: Any, ca
 def test_a_complete_after_an_error_is_alerted(make_relay: Any, capture: CaptureServer) -> None:
     """An `error` and then a `complete` of the same task alert twice: the failure, then the tracks."""
     relay = make_relay(notify={"urls": [json_url(capture)]})
-    error = {"code": 501, "msg": "Generation failed", "data": {"callbackType": "error", "task_id": "late", "data": None}}
+    error = {"code": 501, "msg": "Generation failed", "data": {"callbackType": "error", "task_id": "late"}}
     relay.post(error)
     wait_for(lambda: len(capture.requests) == 1, timeout=60)
     relay.post(music(task="late"))
@@ -291,3 +293,15 @@ def test_a_complete_after_an_error_is_alerted(make_relay: Any, capture: CaptureS
     assert [b["type"] for b in bodies] == ["failure", "success"]
     assert bodies[1]["title"] == "✅ Music ready: Iron Man"
     assert relay.cli("show", "late").stdout.startswith("task late: complete")
+
+
+def test_a_dying_target_is_reported_to_the_others(make_relay: Any, capture: CaptureServer) -> None:
+    """When relay gives up a target's alerts, the other targets get a WARNING naming it (masked) and why."""
+    relay = make_relay(
+        notify={"urls": [json_url(capture, "healthy"), "json://127.0.0.1:1/dead-target"], "give_up_after": 0.0005}
+    )
+    relay.post(music(task="dying"))
+    warning = wait_for(lambda: [b for b in capture.json_bodies() if b["type"] == "warning"], timeout=60)[0]
+    assert warning["title"].startswith("⚠️ relay gave up alerts to json://127.0.0.1:1/d...t")
+    assert "Connection refused" in warning["message"]
+    assert "dead-target" not in str(capture.json_bodies())
