@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from relay.csrf import CsrfTokens
-from relay.formatting import mmss, titles
+from relay.formatting import mmss, plural, titles
 from relay.forward import web as forward_web
 from relay.forward.service import Forwards
 from relay.metrics import Metrics
@@ -91,7 +91,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
 def create_admin_app(services: AdminServices) -> Starlette:
     """Web page, JSON API, health and metrics, for the local listener only."""
     templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.filters.update(mmss=mmss, titles=titles, mask_token=mask_token)
+    templates.env.filters.update(mmss=mmss, titles=titles, mask_token=mask_token, plural=plural)
 
     async def index(request: Request) -> Response:
         filters = _filters(request)

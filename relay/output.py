@@ -20,8 +20,10 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Columns never shrink below this many characters.
+#: Flexible columns give way down to this many characters before fixed ones give way at all.
 MIN_WIDTH = 6
+#: How narrow any column gets on a very narrow terminal.
+LAST_RESORT = 3
 _GAP = "  "
 
 
@@ -78,18 +80,22 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def fit_widths(natural: list[int], flexible: list[bool], width: int | None) -> list[int]:
-    """Column widths within `width` (gaps included): the widest flexible column gives way first."""
+def fit_widths(
+    natural: list[int], flexible: list[bool], width: int | None, floors: list[int] | None = None
+) -> list[int]:
+    """Column widths within `width` (gaps included): the widest flexible column gives way first; on a terminal too
+    narrow even for that, every column gives way down to its floor."""
     widths = list(natural)
     if width is None:
         return widths
     excess = sum(widths) + len(_GAP) * (len(widths) - 1) - width
-    while excess > 0:
-        candidates = [i for i, w in enumerate(widths) if flexible[i] and w > MIN_WIDTH]
-        if not candidates:
-            break  # only fixed columns left: the line stays wider than the terminal
-        widths[max(candidates, key=lambda i: widths[i])] -= 1
-        excess -= 1
+    for phase_floors in ([MIN_WIDTH if f else w for f, w in zip(flexible, widths, strict=True)], floors or []):
+        while excess > 0 and phase_floors:
+            candidates = [i for i, w in enumerate(widths) if w > phase_floors[i]]
+            if not candidates:
+                break
+            widths[max(candidates, key=lambda i: widths[i])] -= 1
+            excess -= 1
     return widths
 
 
@@ -99,7 +105,7 @@ def table(
     """The rows as an aligned table, cut to `width` characters a line, coloured when asked."""
     texts = [[cell(row.get(c.key)) for c in columns] for row in rows]
     natural = [max([len(c.header), *(len(t[i]) for t in texts)]) for i, c in enumerate(columns)]
-    widths = fit_widths(natural, [c.flexible for c in columns], width)
+    widths = fit_widths(natural, [c.flexible for c in columns], width, [LAST_RESORT] * len(columns))
     lines = [_line([c.header for c in columns], widths, columns, colour=False)]
     lines += [_line(t, widths, columns, colour) for t in texts]
     return "\n".join(lines)

@@ -22,7 +22,7 @@ def _status_colour(text: str) -> str | None:
 
 
 DELIVERY_COLUMNS = (
-    Column("received_at", "RECEIVED"),
+    Column("received", "RECEIVED (UTC)"),
     Column("task_id", "TASK", flexible=True),
     Column("kind", "KIND"),
     Column("stage", "STAGE"),
@@ -50,6 +50,12 @@ ITEM_COLUMNS = (
 )
 
 
+def short_time(value: Any) -> str:
+    """`2026-11-25T04:01:22.354Z` as `2026-11-25 04:01:22`: to the second, for a table."""
+    text = str(value or "")
+    return text[:19].replace("T", " ") if len(text) >= 19 and text[10:11] == "T" else text
+
+
 def result(doc: dict[str, Any]) -> str:
     """`ok`, `FAILED 451`, `-`, with `(dup)` for a repeated delivery."""
     shown = {True: "ok", False: "FAILED", None: "-"}[doc.get("ok")]
@@ -62,7 +68,7 @@ def delivery_rows(docs: list[dict[str, Any]], alerts: dict[int, dict[str, Any]])
     """`relay log`: one row per delivery, oldest first, with the state of the alert it caused."""
     return [
         {
-            "received_at": d.get("received_at"),
+            "received": short_time(d.get("received_at")),
             "task_id": d.get("task_id") or "-",
             "kind": d.get("kind") or "-",
             "stage": d.get("stage") or "-",
