@@ -20,18 +20,18 @@ CODE_MEANINGS = {
     531: "generation failed; credits were refunded, try again",
 }
 
-#: The same, short enough for a lock-screen title.
+#: The same in at most 24 characters, so a title keeps the task id and the reason within ~60.
 SHORT_MEANINGS = {
-    400: "bad parameters or content",
+    400: "bad input or content",
     401: "API key invalid",
     404: "wrong method or path",
     405: "rate limited",
     408: "timed out",
     409: "already processed",
-    413: "prompt too long or matched",
+    413: "prompt too long",
     429: "out of credits",
     430: "calls too frequent",
-    451: "source audio not downloadable",
+    451: "source audio unreachable",
     455: "under maintenance",
     500: "server error",
     501: "generation failed",

@@ -97,7 +97,7 @@ def fit(prefix: str, name: str, suffix: str = "", width: int = TITLE_WIDTH) -> s
 
 
 def failure_title(kind: str, name: str, why: str) -> str:
-    """`❌ Music failed: Iron Man · 451 source audio not downloadable`, within `TITLE_WIDTH`.
+    """`❌ Music failed: Iron Man · 451 source audio unreachable`, within `TITLE_WIDTH`.
 
     The reason is kept whole when it can be; the word "failed" goes before the name is cut (❌ says it too).
     """

@@ -42,12 +42,14 @@ def output_options(fn: F) -> F:
 
 @dataclass(frozen=True)
 class Column:
-    """One column: `key` in the rows, its header, whether it may be cut to fit, and how to colour a value."""
+    """One column: `key` in the rows, its header, whether it may be cut to fit, how to colour a value, and how a
+    table shows it (`brief`; --nl and --csv print the value whole)."""
 
     key: str
     header: str
     flexible: bool = False
     colour: Callable[[str], str | None] | None = None
+    brief: Callable[[str], str] | None = None
 
 
 def cell(value: Any) -> str:
@@ -103,7 +105,7 @@ def table(
     columns: Sequence[Column], rows: Sequence[dict[str, Any]], width: int | None = None, colour: bool = False
 ) -> str:
     """The rows as an aligned table, cut to `width` characters a line, coloured when asked."""
-    texts = [[cell(row.get(c.key)) for c in columns] for row in rows]
+    texts = [[c.brief(cell(row.get(c.key))) if c.brief else cell(row.get(c.key)) for c in columns] for row in rows]
     natural = [max([len(c.header), *(len(t[i]) for t in texts)]) for i, c in enumerate(columns)]
     widths = fit_widths(natural, [c.flexible for c in columns], width, [LAST_RESORT] * len(columns))
     lines = [_line([c.header for c in columns], widths, columns, colour=False)]

@@ -9,6 +9,12 @@ from relay.output import Column
 from relay.redact import mask_url
 
 
+def short_time(value: Any) -> str:
+    """`2026-11-25T04:01:22.354Z` as `2026-11-25 04:01:22`: to the second, for a table."""
+    text = str(value or "")
+    return text[:19].replace("T", " ") if len(text) >= 19 and text[10:11] == "T" else text
+
+
 def _result_colour(text: str) -> str | None:
     return "red" if text.startswith("FAILED") else ("green" if text.startswith("ok") else None)
 
@@ -22,7 +28,7 @@ def _status_colour(text: str) -> str | None:
 
 
 DELIVERY_COLUMNS = (
-    Column("received", "RECEIVED (UTC)"),
+    Column("received_at", "RECEIVED (UTC)", brief=short_time),
     Column("task_id", "TASK", flexible=True),
     Column("kind", "KIND"),
     Column("stage", "STAGE"),
@@ -32,7 +38,7 @@ DELIVERY_COLUMNS = (
 )
 
 REJECTED_COLUMNS = (
-    Column("received_at", "RECEIVED"),
+    Column("received_at", "RECEIVED (UTC)", brief=short_time),
     Column("status", "STATUS", colour=_status_colour),
     Column("size", "SIZE"),
     Column("reason", "REASON", flexible=True),
@@ -40,7 +46,7 @@ REJECTED_COLUMNS = (
 )
 
 ITEM_COLUMNS = (
-    Column("received_at", "RECEIVED"),
+    Column("received_at", "RECEIVED (UTC)", brief=short_time),
     Column("stage", "STAGE"),
     Column("result", "RESULT", colour=_result_colour),
     Column("title", "TITLE", flexible=True),
@@ -48,12 +54,6 @@ ITEM_COLUMNS = (
     Column("url", "URL", flexible=True),
     Column("image_url", "IMAGE", flexible=True),
 )
-
-
-def short_time(value: Any) -> str:
-    """`2026-11-25T04:01:22.354Z` as `2026-11-25 04:01:22`: to the second, for a table."""
-    text = str(value or "")
-    return text[:19].replace("T", " ") if len(text) >= 19 and text[10:11] == "T" else text
 
 
 def result(doc: dict[str, Any]) -> str:
@@ -68,7 +68,7 @@ def delivery_rows(docs: list[dict[str, Any]], alerts: dict[int, dict[str, Any]])
     """`relay log`: one row per delivery, oldest first, with the state of the alert it caused."""
     return [
         {
-            "received": short_time(d.get("received_at")),
+            "received_at": d.get("received_at"),
             "task_id": d.get("task_id") or "-",
             "kind": d.get("kind") or "-",
             "stage": d.get("stage") or "-",

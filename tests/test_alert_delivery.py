@@ -111,7 +111,7 @@ def test_alerts_carry_type_title_cover_and_link(make_relay: Any, capture: Captur
     assert base64.b64decode(success["attachments"][0]["base64"]) == COVER
     assert "http://nas.example.test:8081/tasks/ok1" in success["message"]
     failure = next(b for b in bodies if b["type"] == "failure")
-    assert failure["title"] == "❌ Music failed: task e1 · 451 source audio not downloadable"
+    assert failure["title"] == "❌ Music failed: task e1 · 451 source audio unreachable"
     assert failure["attachments"] == []
     docs = [__import__("json").loads(line) for line in relay.cli("log", "--json", check=True).stdout.splitlines()]
     assert [d["alert"]["state"] for d in docs] == ["sent", "sent"]  # `relay log --json` carries the alert state

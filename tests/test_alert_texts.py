@@ -52,7 +52,7 @@ def test_warnings_are_warnings() -> None:
 @pytest.mark.parametrize(
     ("doc", "parts"),
     [
-        (failure(451, "e1"), ["Music", "e1", "451", "source audio not downloadable"]),
+        (failure(451, "e1"), ["Music", "e1", "451", "source audio unreachable"]),
         (failure(429, "e2"), ["Music", "e2", "429", "out of credits"]),
         (failure(413, "e3", tracks=[{**TRACK, "title": "Iron Man"}]), ["Music", "Iron Man", "413", "prompt too long"]),
         (failure(599, "e4", msg="Something odd"), ["Music", "e4", "599", "Something odd"]),
@@ -60,7 +60,7 @@ def test_warnings_are_warnings() -> None:
         (delivery(FAMILY["data-error-string"][0]), ["Task", "es1", "content policy violation"]),
         (
             failure(451, "e5", tracks=[{**TRACK, "title": "A title long enough to push the reason off the line"}]),
-            ["Music", "A title", "451 source audio not downloadable"],
+            ["Music", "A title", "451 source audio unreachable"],
         ),
     ],
     ids=["451", "429", "with-title", "unknown-code", "cover-kind", "no-code", "long-title"],
@@ -218,3 +218,12 @@ def test_text_quoting_a_target_is_scrubbed() -> None:
 def test_apprise_reasons_are_condensed(lines: list[tuple[int, str]], expected: str | None) -> None:
     """What Apprise logged during a send becomes one line saying why."""
     assert apprise_log.reason(lines) == expected
+
+
+def test_short_meanings_leave_room_for_a_task_id() -> None:
+    """Each short meaning fits 24 characters, so a 12-character task id and the code still fit the title."""
+    from relay.codes import SHORT_MEANINGS
+
+    assert all(len(text) <= 24 for text in SHORT_MEANINGS.values())
+    for code in SHORT_MEANINGS:
+        assert "7b31c0de55aa" in build(failure(code, "7b31c0de55aa")).title, code

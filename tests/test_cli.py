@@ -119,7 +119,7 @@ def test_relay_log_prints_each_format(home: Path, fmt: str) -> None:
         rows = list(csv.DictReader(io.StringIO(out)))
         assert [r["task_id"] for r in rows] == ["t-one", "t-two", "e1"]
         assert rows[0]["alert"] == "sent"
-        assert rows[0]["received"] == "2026-11-25 04:00:01"
+        assert rows[0]["received_at"] == "2026-11-25T04:00:01.000Z"  # whole, unlike the table
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "nl", "csv"])
