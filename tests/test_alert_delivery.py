@@ -305,3 +305,34 @@ def test_a_dying_target_is_reported_to_the_others(make_relay: Any, capture: Capt
     assert warning["title"].startswith("⚠️ relay gave up alerts to json://127.0.0.1:1/d...t")
     assert "Connection refused" in warning["message"]
     assert "dead-target" not in str(capture.json_bodies())
+
+
+def test_the_archived_copy_is_used_before_fetching(tmp_path: Any) -> None:
+    """A cover another job kind (the archive) already downloaded is attached from disk; nothing is fetched."""
+    from relay.outbox import archived_cover
+
+    saved = tmp_path / "cover.png"
+    saved.write_bytes(COVER)
+    url = "https://cdn.example.test/c.png"
+
+    class Queue:
+        kinds = {"alerts": None, "downloads": None}
+
+        def for_task(self, kind: str, task_id: str) -> list[dict[str, Any]]:
+            if kind != "downloads" or task_id != "t1":
+                return []
+            return [{"key": url, "targets": [{"key": "archive", "state": "done", "path": str(saved)}]}]
+
+    fetched: list[str] = []
+
+    async def fetch(asked: str) -> bytes | None:
+        fetched.append(asked)
+        return None
+
+    covers = Covers(fetch, archived_cover(Queue()))  # type: ignore[arg-type]
+    image = asyncio.run(covers.image(url, "t1"))
+    assert image is not None
+    assert image.data == COVER
+    assert fetched == []
+    assert asyncio.run(covers.image("https://cdn.example.test/other.png", "t1")) is None
+    assert fetched == ["https://cdn.example.test/other.png"]
