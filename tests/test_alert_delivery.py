@@ -336,3 +336,20 @@ def test_the_archived_copy_is_used_before_fetching(tmp_path: Any) -> None:
     assert fetched == []
     assert asyncio.run(covers.image("https://cdn.example.test/other.png", "t1")) is None
     assert fetched == ["https://cdn.example.test/other.png"]
+
+
+def test_a_target_that_never_answers_is_cut_off_at_notify_timeout() -> None:
+    """A server that accepts and never answers: the send ends after notify.timeout with that as its reason."""
+    from relay.messages import test_message
+
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(8)
+    try:
+        url = f"json://127.0.0.1:{hanging.getsockname()[1]}/quiet?rto=3&cto=3"
+        sender = AlertSender.from_settings(NotifySettings(urls=(SecretStr(url),), timeout=0.5))
+        result = asyncio.run(sender.send(sender.targets[0], test_message()))
+    finally:
+        hanging.close()
+    assert not result.ok
+    assert result.error == "no answer within 0.5 s"
