@@ -15,13 +15,14 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from relay.csrf import CsrfTokens
-from relay.formatting import mmss, titles
+from relay.formatting import mmss, plural, titles
 from relay.forward import web as forward_web
 from relay.forward.service import Forwards
 from relay.metrics import Metrics
 from relay.query import Filters, parse_since, select, task_state
 from relay.receiver import CallbackReceiver
 from relay.redact import mask_token
+from relay.render import mask_targets
 from relay.store import read_all
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -82,7 +83,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
         "task_id": task_id,
         "state": task_state(deliveries),
         "deliveries": deliveries,
-        "alerts": services.alerts_for_task(task_id, [d["id"] for d in deliveries]),
+        "alerts": mask_targets(services.alerts_for_task(task_id, [d["id"] for d in deliveries])),
         "forwards": services.forwards.for_task(task_id, [d["id"] for d in deliveries]) if services.forwards else [],
     }
 
@@ -90,7 +91,7 @@ def _task_view(services: AdminServices, task_id: str) -> dict[str, Any]:
 def create_admin_app(services: AdminServices) -> Starlette:
     """Web page, JSON API, health and metrics, for the local listener only."""
     templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.filters.update(mmss=mmss, titles=titles, mask_token=mask_token)
+    templates.env.filters.update(mmss=mmss, titles=titles, mask_token=mask_token, plural=plural)
 
     async def index(request: Request) -> Response:
         filters = _filters(request)

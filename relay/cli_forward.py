@@ -10,6 +10,7 @@ import httpx
 from relay.cli import cli, config_option, handle_errors
 from relay.config import load_settings
 from relay.errors import NotRunningError, RelayError
+from relay.formatting import plural
 
 
 @cli.command()
@@ -64,7 +65,7 @@ def forward_lines(forwards: list[dict[str, Any]]) -> str:
             f"  delivery {job.get('delivery_id')}{' (replay)' if job.get('replay') else ''}  [{job.get('state')}]"
         )
         for entry in job.get("targets") or []:
-            facts = [f"{entry.get('attempts')} attempt(s)"]
+            facts = [plural(entry.get("attempts") or 0, "attempt")]
             if entry.get("status") is not None and not entry.get("error"):  # the error names a failing status
                 facts.append(f"HTTP {entry['status']}")
             if entry.get("exit_code") is not None and not entry.get("error"):

@@ -73,6 +73,18 @@ class TunnelSettings(_Section):
         """ngrok asked for, but neither an authtoken nor an agent config to take one from: no tunnel starts."""
         return self.provider == "ngrok" and not self.authtoken.get_secret_value() and not self.ngrok_config
 
+    @property
+    def no_public_url_reason(self) -> str | None:
+        """Why relay will have no public callback URL, or None: the one rule `relay check` and `serve` both use."""
+        if self.ngrok_without_credentials and not self.public_url:
+            return (
+                "no ngrok authtoken: set tunnel.authtoken or NGROK_AUTHTOKEN for an ngrok tunnel, "
+                'or tunnel.provider = "none" with tunnel.public_url'
+            )
+        if self.provider == "none" and not self.public_url:
+            return 'tunnel.provider is "none" and tunnel.public_url is empty: set it to the base URL senders reach'
+        return None
+
     @field_validator("public_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -94,6 +106,16 @@ class NotifySettings(_Section):
     give_up_after: float = Field(default=24.0, gt=0)
     burst_limit: int = Field(default=5, ge=1)
     burst_window: float = Field(default=60.0, gt=0)
+    link_base: str = ""
+    attach_covers: bool = True
+    cover_allow_private: bool = False
+
+    @field_validator("link_base")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/")
 
 
 class ForwardTarget(_Section):
@@ -306,14 +328,15 @@ def _describe(exc: ValidationError, source: str) -> str:
             continue
         value = error.get("input")
         if isinstance(value, dict | list | tuple) and key.startswith("forward"):
-            problems.append(f"{key}: {error['msg']}")  # a whole table would show its url and secret
+            problems.append(f"{key}: {error['msg'].removeprefix('Value error, ')}")  # a whole table shows its secret
             continue
         # A forward URL or command line can carry its own secret (a Home Assistant webhook id is one).
         secret = any(s in key for s in ("token", "urls", "secret")) or (
             key.startswith("forward") and any(s in key for s in ("url", "exec"))
         )
         shown = "***" if secret else repr(value)
-        problems.append(f"{key}: {error['msg']} (got {shown})")
+        message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
+        problems.append(f"{key}: {message} (got {shown})")
     return f"{source}: " + "; ".join(problems)
 
 
@@ -322,6 +345,19 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def read_token(settings: Settings) -> str | None:
+    """The callback token from config or env, else the one kept in the state directory; None if there is none yet."""
+    configured = settings.server.token.get_secret_value()
+    if configured:
+        return configured
+    try:
+        return (settings.state_dir / "token").read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {settings.state_dir / 'token'}: {exc}") from exc
 
 
 def ensure_token(settings: Settings) -> str:

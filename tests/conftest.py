@@ -156,7 +156,8 @@ def make_relay(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
                 "path": str(tmp_path / "state" / "callbacks.json"),
             },
             "tunnel": {"provider": "none", "public_url": "https://relay.example.test"},
-            "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0},
+            # attach_covers off: the family's cover links name hosts off this machine (tests reach only loopback).
+            "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0, "attach_covers": False},
         }
         for section, values in overrides.items():
             if isinstance(values, list):
