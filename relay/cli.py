@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from relay import errors
+from relay.cli_admin import hash_password_command
 from relay.config import Settings, load_settings, new_token
 from relay.errors import ConfigError, NotRunningError, RelayError
 from relay.job_files import jobs_for_task
@@ -22,6 +24,7 @@ from relay.starter import STARTER_CONFIG
 from relay.store import read_all
 
 F = TypeVar("F", bound=Callable[..., Any])
+ENV_ADMIN_PASSWORD = "RELAY_ADMIN_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
 
 config_option = click.option(
     "--config", "config_path", metavar="PATH", help="Config file (else $RELAY_CONFIG, ./relay.toml, …)."
@@ -83,10 +86,14 @@ def url(config_path: str | None) -> None:
     import httpx
 
     settings = _settings(config_path)
+    password = os.environ.get(ENV_ADMIN_PASSWORD, "")
+    auth = (settings.admin.username, password) if settings.admin.username and password else None
     try:
-        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False)
+        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False, auth=auth)
     except httpx.HTTPError:
         raise NotRunningError(f"no relay is running on {settings.admin_url} (start it with `relay serve`)") from None
+    if response.status_code == 401:
+        raise RelayError(f"the admin listener asks for admin.username's password: set {ENV_ADMIN_PASSWORD}")
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200 or "callback_url" not in body:
         raise RelayError(f"no public callback URL: {body.get('error', response.status_code)}")
@@ -296,6 +303,9 @@ def install_ngrok(config_path: str | None) -> None:
     config.auth_token = None
     ngrok.install_ngrok(config)
     click.echo(f"ngrok agent installed at {config.ngrok_path}")
+
+
+cli.add_command(hash_password_command)
 
 
 def main() -> None:
