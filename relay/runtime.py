@@ -16,6 +16,7 @@ from relay.outbox import AlertKind, Outbox
 from relay.receiver import CallbackReceiver
 from relay.store import DeliveryStore
 from relay.tunnel import Tunnel, make_tunnel
+from relay.web.events import EventBroker
 
 logger = logging.getLogger("relay")
 
@@ -34,6 +35,10 @@ class Relay:
         #: Every kind of job the queue performs; the archive and forward kinds join here.
         self.kinds: list[JobKind] = [alerts]
         self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
+        #: What the page hears live: every recorded delivery and every job state change.
+        self.events = EventBroker()
+        self.store.subscribe(self.events.delivery)
+        self.jobs.subscribe(self.events.job)
         self.outbox = Outbox(self.jobs, alerts)
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
@@ -155,7 +160,10 @@ class Relay:
             callback_url=self.callback_url,
             public_url_problem=self.public_url_problem,
             health=self.health,
-            alerts_for_task=self.outbox.for_task,
+            outbox_path=self.settings.outbox_path,
+            local_callback_url=self.local_callback_url,
+            events=self.events,
+            settings=self.settings.admin,
         )
 
     def _log_bytes(self) -> float:
