@@ -57,7 +57,7 @@ class Api:
     async def task(self, request: Request) -> Response:
         """`/api/tasks/{task_id}`: a task's state, deliveries and alerts."""
         task_id = request.path_params["task_id"]
-        docs = await self.board.deliveries(task_id, None)
+        docs = await self.board.deliveries(task_id, None, complete=True)  # as `relay show`: every delivery
         if not docs:
             raise HTTPException(404, "no deliveries for this task")
         alerts = await self.board.task_alerts(docs)

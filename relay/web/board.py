@@ -74,11 +74,13 @@ class Board:
         page = await asyncio.to_thread(lambda: collect(reads.newest_first(log), query, now))
         return page, self._cards(page.tasks, await self._alerts(page.tasks))
 
-    async def deliveries(self, task_id: str | None, delivery_id: int | None) -> list[dict[str, Any]]:
-        """A task's deliveries (oldest first), or the one delivery that has no task."""
+    async def deliveries(
+        self, task_id: str | None, delivery_id: int | None, complete: bool = False
+    ) -> list[dict[str, Any]]:
+        """A task's deliveries (oldest first), or the one delivery that has no task (see reads.task_deliveries)."""
         log = self.services.log_path
         if task_id is not None:
-            return await asyncio.to_thread(reads.task_deliveries, log, task_id)
+            return await asyncio.to_thread(reads.task_deliveries, log, task_id, complete)
         if delivery_id is not None:
             doc = await asyncio.to_thread(reads.one_delivery, log, delivery_id)
             return [doc] if doc is not None and doc.get("task_id") is None else []

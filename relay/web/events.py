@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from relay.formatting import titles
-
-logger = logging.getLogger("relay.web.events")
 
 #: Milliseconds a page waits before reconnecting (sent as `retry:`); relay restarts in about a second.
 RETRY_MS = 2000

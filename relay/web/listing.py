@@ -20,7 +20,7 @@ from relay.store import parse_iso
 from relay.web.cards import card_key, task_state_of
 
 PAGE_SIZE = 20
-SCAN_LIMIT = 20_000
+SCAN_LIMIT = 10_000
 STATES = ("text", "first", "complete", "failed")
 
 Doc = Mapping[str, Any]

@@ -7,13 +7,17 @@ are safe off the event loop. The read-path indexes replace their insides without
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from relay.job_files import job_archives
 from relay.jsonfiles import Doc, read_table, read_tinydb
 from relay.query import Filters, select
-from relay.store import archives, read_all
+from relay.store import archives, parse_iso, read_all
+
+#: How far back beyond a task's oldest delivery found its page still looks (see task_deliveries).
+TASK_SPAN = timedelta(days=2)
 
 
 def newest_first(log_path: Path, table: str = "callbacks") -> Iterator[list[Doc]]:
@@ -33,16 +37,37 @@ def newest_first(log_path: Path, table: str = "callbacks") -> Iterator[list[Doc]
         yield fresh
 
 
-def task_deliveries(log_path: Path, task_id: str) -> list[Doc]:
-    """Every delivery of one task, oldest first."""
-    return select(read_all(log_path), Filters(task=task_id))
+def task_deliveries(log_path: Path, task_id: str, complete: bool = False) -> list[Doc]:
+    """Every delivery of one task, oldest first.
+
+    Read newest first, and (unless `complete`) only until the log is `TASK_SPAN` older than the oldest delivery
+    found: a task's deliveries come within minutes of each other (the provider retries for 21 minutes, a watched
+    task is given up after a day), so a recent task's page does not read a year of archives. A task not found
+    there is looked for in the whole log.
+    """
+    if complete:
+        return select(read_all(log_path), Filters(task=task_id))
+    found: list[Doc] = []
+    oldest: datetime | None = None
+    for chunk in newest_first(log_path):
+        for doc in chunk:
+            if doc.get("task_id") == task_id:
+                found.append(doc)
+                oldest = parse_iso(doc.get("received_at")) or oldest
+        last = parse_iso(chunk[-1].get("received_at")) if chunk else None
+        if oldest is not None and last is not None and last < oldest - TASK_SPAN:
+            break
+    return sorted(found, key=lambda d: int(d.get("id") or 0))
 
 
 def one_delivery(log_path: Path, delivery_id: int) -> Doc | None:
-    """One delivery by id, or None."""
-    for chunk in newest_first(log_path):
-        if chunk and chunk[-1].get("id", 0) <= delivery_id:
-            return next((d for d in chunk if d.get("id") == delivery_id), None)
+    """One delivery by id, or None: from the live file, else from the one archive whose id range holds it."""
+    live = read_table(log_path, "callbacks")
+    if delivery_id in live:
+        return live[delivery_id]
+    for _, first, last, archive in archives(log_path, "callbacks"):
+        if first <= delivery_id <= last:
+            return read_tinydb(archive).get("callbacks", {}).get(delivery_id)
     return None
 
 

@@ -148,6 +148,8 @@
     var broken = false;
     source.addEventListener("delivery", onDelivery);
     source.addEventListener("job", onJob);
+    source.addEventListener("watch", onJob);  // the watch list and the archive publish with a task_id too
+    source.addEventListener("archive", onJob);
     source.addEventListener("open", function () {
       say("live", true);
       if (broken) refreshAll();  // job changes are not replayed: fetch what may have moved meanwhile
