@@ -155,6 +155,8 @@ def test_screenshots_at_desktop_and_phone_widths(
         page.wait_for_function(LOADED)
         shots.append(folder / f"task-{name}.png")
         page.screenshot(path=str(shots[-1]), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"], f"{name}: the task page scrolls sideways ({width}px)"
         assert watched.blocked == []
         page.context.close()
     assert all(p.stat().st_size > 10_000 for p in shots)
@@ -371,6 +373,22 @@ def test_the_page_works_without_javascript(browser: Any, site: RelayProcess) -> 
     page.locator("details.payload summary").first.press("Enter")  # keyboard opens it
     assert '"task_id": "6b1d00aa7c01"' in page.locator("details.payload").first.inner_text()
     page.context.close()
+
+
+def test_keyboard_reaches_and_opens_a_task(watched: Watched, site: RelayProcess) -> None:
+    """Tab first lands on the skip link, which moves to the content; Enter on a card's title opens its task."""
+    page = watched.page
+    page.goto(site.admin + "/?q=web1")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.classList.contains('task')"):
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/tasks/web1")
 
 
 def test_page_reconnects_after_relay_restarts(browser: Any, make_relay: Any) -> None:  # noqa: F811
