@@ -35,6 +35,18 @@ def _settings(config_path: str | None) -> Settings:
     return load_settings(config_path)
 
 
+def admin_auth(settings: Settings) -> tuple[str, str] | None:
+    """Credentials for the admin listener when it asks for a password (from $RELAY_ADMIN_PASSWORD)."""
+    password = os.environ.get(ENV_ADMIN_PASSWORD, "")
+    return (settings.admin.username, password) if settings.admin.username and password else None
+
+
+def refuse_unauthorized(status: int) -> None:
+    """A 401 from the admin listener, as one line saying what to set."""
+    if status == 401:
+        raise RelayError(f"the admin listener asks for admin.username's password: set {ENV_ADMIN_PASSWORD}")
+
+
 def handle_errors(fn: F) -> F:
     """Turn relay's errors into one line on stderr and their exit code, never a traceback."""
 
@@ -86,14 +98,11 @@ def url(config_path: str | None) -> None:
     import httpx
 
     settings = _settings(config_path)
-    password = os.environ.get(ENV_ADMIN_PASSWORD, "")
-    auth = (settings.admin.username, password) if settings.admin.username and password else None
     try:
-        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False, auth=auth)
+        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False, auth=admin_auth(settings))
     except httpx.HTTPError:
         raise NotRunningError(f"no relay is running on {settings.admin_url} (start it with `relay serve`)") from None
-    if response.status_code == 401:
-        raise RelayError(f"the admin listener asks for admin.username's password: set {ENV_ADMIN_PASSWORD}")
+    refuse_unauthorized(response.status_code)
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200 or "callback_url" not in body:
         raise RelayError(f"no public callback URL: {body.get('error', response.status_code)}")
@@ -175,16 +184,20 @@ def show(config_path: str | None, task_id: str, as_json: bool) -> None:
     if not deliveries:
         raise RelayError(f"no deliveries for task {task_id!r}")
     alerts = jobs_for_task(settings.outbox_path, "alerts", task_id, [d["id"] for d in deliveries])
+    forwards = jobs_for_task(settings.outbox_path, "forwards", task_id, [d["id"] for d in deliveries])
     state = task_state(deliveries)
     if as_json:
         click.echo(
             json.dumps(
-                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts},
+                {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts, "forwards": forwards},
                 ensure_ascii=False,
             )
         )
     else:
+        from relay.cli_forward import forward_lines
+
         click.echo(show_task(task_id, state, deliveries, alerts))
+        click.echo(forward_lines(forwards))
 
 
 @cli.command()
@@ -306,6 +319,8 @@ def install_ngrok(config_path: str | None) -> None:
 
 
 cli.add_command(hash_password_command)
+
+import relay.cli_forward  # noqa: E402, F401 - registers `relay replay`
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -10,8 +12,9 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from relay.errors import ConfigError
 
@@ -136,6 +139,58 @@ class NotifySettings(_Section):
     burst_window: float = Field(default=60.0, gt=0)
 
 
+class ForwardTarget(_Section):
+    """One `[[forward]]` target: an HTTP endpoint (`url`) or a command (`exec`) each matching delivery goes to."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str = ""
+    exec: tuple[str, ...] = ()
+    secret: SecretStr = SecretStr("")
+    kinds: tuple[Literal["music", "lyrics", "wav", "stems", "midi", "video", "cover", "voice", "unknown"], ...] = ()
+    stages: tuple[Literal["text", "first", "complete", "error"], ...] = ()
+    ok: bool | None = None
+    timeout: float = Field(default=30.0, gt=0, le=86400)
+    after: Literal["recorded", "archived"] = "recorded"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if text.startswith("whsec_"):
+            try:
+                key = base64.b64decode(text.removeprefix("whsec_") + "==", validate=False)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not key:
+                raise ValueError("a whsec_ secret must be base64 after the prefix (as Standard Webhooks issues them)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ForwardTarget:
+        if bool(self.url) == bool(self.exec):
+            raise ValueError("set exactly one of url (an HTTP target) or exec (a command as an argument list)")
+        if self.exec and self.secret.get_secret_value():
+            raise ValueError("secret signs HTTP requests; an exec target has no use for it")
+        return self
+
+    @property
+    def secret_key(self) -> bytes:
+        """The HMAC key: a `whsec_` secret base64-decoded (Standard Webhooks), any other its UTF-8 bytes."""
+        text = self.secret.get_secret_value()
+        if text.startswith("whsec_"):
+            return base64.b64decode(text.removeprefix("whsec_") + "==")
+        return text.encode()
+
+
 class LogSettings(_Section):
     """What relay itself writes to stdout/stderr (journald keeps it)."""
 
@@ -151,7 +206,17 @@ class Settings(_Section):
     tunnel: TunnelSettings = TunnelSettings()
     notify: NotifySettings = NotifySettings()
     log: LogSettings = LogSettings()
+    forward: tuple[ForwardTarget, ...] = ()
     source: str = Field(default="(defaults)", exclude=True)
+
+    @field_validator("forward")
+    @classmethod
+    def _unique_names(cls, value: tuple[ForwardTarget, ...]) -> tuple[ForwardTarget, ...]:
+        names = [target.name for target in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"forward target names must be unique: {', '.join(twice)} appears more than once")
+        return value
 
     @property
     def state_dir(self) -> Path:
@@ -284,7 +349,14 @@ def _describe(exc: ValidationError, source: str) -> str:
             problems.append(f"{key}: unknown key (see config.example.toml for the keys relay reads)")
             continue
         value = error.get("input")
-        shown = "***" if any(s in key for s in ("token", "urls", "password")) else repr(value)
+        if isinstance(value, dict | list | tuple) and key.startswith("forward"):
+            problems.append(f"{key}: {error['msg']}")  # a whole table would show its url and secret
+            continue
+        # A forward URL or command line can carry its own secret (a Home Assistant webhook id is one).
+        secret = any(s in key for s in ("token", "urls", "secret", "password")) or (
+            key.startswith("forward") and any(s in key for s in ("url", "exec"))
+        )
+        shown = "***" if secret else repr(value)
         problems.append(f"{key}: {error['msg']} (got {shown})")
     return f"{source}: " + "; ".join(problems)
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from relay.payloads import extract
@@ -78,9 +79,47 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def delivery_doc(payload: Any, received_at: str, size: int, public_host: str | None) -> dict[str, Any]:
-    """The log document for an accepted callback: extracted fields plus the body exactly as received."""
-    return {
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+#: The content type a delivery's body is assumed to have when the log does not say otherwise.
+JSON_TYPE = "application/json"
+
+
+def compact(payload: Any) -> str:
+    """The payload as compact JSON, the way most senders serialize it (JSON.stringify, Jackson, Go)."""
+    return _COMPACT.encode(payload)
+
+
+def original_body(doc: Mapping[str, Any]) -> tuple[bytes, str]:
+    """A delivery's body bytes and content type as the sender sent them (for forwarding).
+
+    The log keeps the body as received only where re-serializing the parsed payload would not give it back
+    (`payload_raw`: whitespace, key order of duplicates, escapes); otherwise the compact form is the body.
+    """
+    raw = doc.get("payload_raw")
+    content_type = doc.get("content_type") or JSON_TYPE
+    if isinstance(raw, str):
+        return raw.encode("utf-8"), content_type
+    try:
+        return compact(doc.get("payload")).encode("utf-8"), content_type
+    except UnicodeEncodeError:  # a lone surrogate, logged before relay kept raw bodies: escape it, stay valid
+        return json.dumps(doc.get("payload"), separators=(",", ":")).encode("ascii"), content_type
+
+
+def delivery_doc(
+    payload: Any,
+    received_at: str,
+    size: int,
+    public_host: str | None,
+    raw: bytes | None = None,
+    content_type: str | None = None,
+) -> dict[str, Any]:
+    """The log document for an accepted callback: extracted fields plus the body exactly as received.
+
+    With `raw`, the body text is kept too (`payload_raw`) when `compact(payload)` would not reproduce it, so a
+    forward can send the sender's own bytes without doubling the log for the usual compact bodies.
+    """
+    doc = {
         "received_at": received_at,
         **extract(payload).as_fields(),
         "public_host": public_host,
@@ -88,6 +127,13 @@ def delivery_doc(payload: Any, received_at: str, size: int, public_host: str | N
         "fingerprint": fingerprint(payload),
         "payload": payload,
     }
+    if raw is not None:
+        text = raw.decode("utf-8")  # parse_body accepted it, so it is UTF-8
+        if text != compact(payload):
+            doc["payload_raw"] = text
+    if content_type and content_type.strip().lower() != JSON_TYPE:
+        doc["content_type"] = content_type
+    return doc
 
 
 def rejected_doc(

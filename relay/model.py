@@ -56,6 +56,8 @@ class Delivery(TypedDict):
     task_state: str | None
     fingerprint: str
     payload: Any
+    payload_raw: NotRequired[str]  # the body text, when compact JSON of `payload` would differ
+    content_type: NotRequired[str]  # the request's, when not application/json
     public_host: NotRequired[str | None]
     size: NotRequired[int]
     source: NotRequired[str]

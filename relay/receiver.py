@@ -96,7 +96,9 @@ class CallbackReceiver:
         except BadBody as exc:
             return await self._reject(raw, str(exc), 400, received_at, host, "bad_json")
         try:
-            doc = await self.store.record(delivery_doc(payload, received_at, len(raw), host))
+            doc = await self.store.record(
+                delivery_doc(payload, received_at, len(raw), host, raw, request.headers.get("content-type"))
+            )
         except ValueError as exc:  # parse_body keeps out what strict JSON cannot hold; this is the backstop
             return await self._reject(
                 raw, f"not a JSON value relay can keep: {exc}", 400, received_at, host, "bad_json"

@@ -10,6 +10,8 @@ from typing import Any
 from relay.alerts import AlertSender
 from relay.app import AdminServices
 from relay.config import Settings
+from relay.forward.kind import ForwardKind
+from relay.forward.service import DownloadJobs, Forwards
 from relay.jobs import JobKind, JobQueue
 from relay.metrics import Metrics
 from relay.outbox import AlertKind, Outbox
@@ -32,14 +34,18 @@ class Relay:
         self.store = DeliveryStore(settings.log_path, settings.storage.rotate_records, settings.storage.retention_days)
         self.sender = AlertSender.from_settings(settings.notify)
         alerts = AlertKind(self.sender, settings.notify, self.metrics)
-        #: Every kind of job the queue performs; the archive and forward kinds join here.
-        self.kinds: list[JobKind] = [alerts]
+        self.forward_kind = ForwardKind(settings.forward, self.store, settings.notify, self.metrics)
+        #: Every kind of job the queue performs. Forwards stay last: a delivery's jobs are queued in this order,
+        #: so a forward with `after = "archived"` finds the delivery's downloads already queued.
+        self.kinds: list[JobKind] = [alerts, self.forward_kind]
         self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
         #: What the page hears live: every recorded delivery and every job state change.
         self.events = EventBroker()
         self.store.subscribe(self.events.delivery)
         self.jobs.subscribe(self.events.job)
         self.outbox = Outbox(self.jobs, alerts)
+        self.forward_kind.archive = DownloadJobs(self.jobs)
+        self.forwards = Forwards(self.jobs, self.forward_kind, self.outbox, self.metrics)
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
         self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self._url_changed)
@@ -72,6 +78,7 @@ class Relay:
             self._stack.push_async_callback(self.store.close)
             for path in self.store.prune():
                 logger.info("retention: removed %s", path.name)
+            await self._stack.enter_async_context(self.forward_kind)  # its HTTP client outlives the workers
             await self._stack.enter_async_context(self.jobs)
             await self.tunnel.start()
             self._stack.push_async_callback(self.tunnel.stop)
@@ -129,6 +136,12 @@ class Relay:
             "recent_dead": self.outbox.recent_dead,
             "targets": len(self.sender.targets),
         }
+        forwards = {
+            "pending": self.forwards.pending,
+            "dead": self.forwards.dead,
+            "recent_dead": self.forwards.recent_dead,
+            "targets": len(self.settings.forward),
+        }
         problems = []
         if log_error:
             problems.append(f"log: {log_error}")
@@ -138,6 +151,8 @@ class Relay:
             problems.append(f"tunnel: {self.tunnel.problem or self.tunnel.state}")
         if self.outbox.recent_dead:
             problems.append(f"alerts: {self.outbox.recent_dead} given up on in the last 24 h")
+        if forwards["recent_dead"]:
+            problems.append(f"forwards: {forwards['recent_dead']} given up on in the last 24 h")
         detail = {
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
@@ -149,6 +164,7 @@ class Relay:
             },
             "tunnel": tunnel,
             "alerts": alerts,
+            "forwards": forwards,
         }
         return not problems, detail
 
@@ -164,6 +180,7 @@ class Relay:
             local_callback_url=self.local_callback_url,
             events=self.events,
             settings=self.settings.admin,
+            forwards=self.forwards,
         )
 
     def _log_bytes(self) -> float:

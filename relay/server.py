@@ -104,6 +104,8 @@ def serve(settings: Settings) -> int:
     for secret in (
         settings.tunnel.authtoken.get_secret_value(),
         *(u.get_secret_value() for u in settings.notify.urls),
+        *(f.secret.get_secret_value() for f in settings.forward),
+        *(f.url for f in settings.forward),  # a webhook URL's path is often its only secret
     ):
         redactor.add(secret)
     return asyncio.run(_serve(settings, token))

@@ -128,24 +128,25 @@ class RelayProcess:
             return [dict(d) for d in db.table("callbacks").all()]
 
 
-def write_config(directory: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    """A relay.toml from nested dicts."""
+def write_config(directory: Path, sections: dict[str, Any]) -> Path:
+    """A relay.toml from nested dicts; a list of dicts is an array of tables (`[[forward]]`)."""
     lines = []
     for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-        lines.append("")
+        for table in values if isinstance(values, list) else [values]:
+            lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+            lines.append("")
     path = directory / "relay.toml"
     path.write_text("\n".join(lines))
     return path
 
 
 def build_relay(
-    directory: Path, start: bool = True, env: dict[str, str] | None = None, **overrides: dict[str, Any]
+    directory: Path, start: bool = True, env: dict[str, str] | None = None, **overrides: Any
 ) -> RelayProcess:
     """A relay in `directory` on fresh loopback ports, with config overrides: build_relay(d, notify={...})."""
     port, admin_port = free_port(), free_port()
-    sections: dict[str, dict[str, Any]] = {
+    sections: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port, "token": TOKEN},
         "admin": {"host": "127.0.0.1", "port": admin_port},
         "storage": {
@@ -156,7 +157,10 @@ def build_relay(
         "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0},
     }
     for section, values in overrides.items():
-        sections.setdefault(section, {}).update(values)
+        if isinstance(values, list):
+            sections[section] = values
+        else:
+            sections.setdefault(section, {}).update(values)
     config = write_config(directory, sections)
     process_env = {k: v for k, v in os.environ.items() if k not in ("RELAY_TOKEN", "NGROK_AUTHTOKEN")}
     process_env.update({"NO_PROXY": "*", "HOME": str(directory), **(env or {})})
@@ -181,7 +185,7 @@ def make_relay(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
     """Build (and finally stop) relay processes with config overrides: make_relay(notify={...})."""
     made: list[RelayProcess] = []
 
-    def factory(start: bool = True, env: dict[str, str] | None = None, **overrides: dict[str, Any]) -> RelayProcess:
+    def factory(start: bool = True, env: dict[str, str] | None = None, **overrides: Any) -> RelayProcess:
         relay = build_relay(tmp_path, start=False, env=env, **overrides)
         made.append(relay)
         return relay.start() if start else relay
@@ -200,7 +204,7 @@ class CaptureServer:
     `fail_next` answers that many requests with 500; `hang` holds requests until cleared.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
         self.hang = threading.Event()
@@ -231,7 +235,7 @@ class CaptureServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -202,18 +202,20 @@ def test_shutdown_ends_open_streams(make_relay: Any) -> None:
 
 
 def test_basic_auth_on_a_real_relay(make_relay: Any) -> None:
-    """With a password set, pages and API answer 401 without it and 200 with it; /healthz stays open; `relay url`
-    logs in with RELAY_ADMIN_PASSWORD."""
+    """With a password set, pages and API answer 401 without it, 200 with it; /healthz stays open; the CLI logs in."""
     relay = make_relay(admin={"username": "me", "password_hash": hash_password("long enough")})
     assert httpx.get(relay.admin + "/").status_code == 401
     assert httpx.get(relay.admin + "/api/url", auth=("me", "wrong")).status_code == 401
     assert httpx.get(relay.admin + "/api/url", auth=("me", "long enough")).status_code == 200
     assert httpx.get(relay.admin + "/healthz").status_code == 200
-    refused = relay.cli("url")
-    assert refused.returncode == 1
-    assert "RELAY_ADMIN_PASSWORD" in refused.stderr
+    relay.post(music("complete", "auth1"))
+    for command in (("url",), ("replay", "1")):
+        refused = relay.cli(*command)
+        assert refused.returncode == 1
+        assert "set RELAY_ADMIN_PASSWORD" in refused.stderr
     relay.env["RELAY_ADMIN_PASSWORD"] = "long enough"
     assert relay.cli("url", check=True).stdout.strip() == "https://relay.example.test/callback/" + TOKEN
+    assert "RELAY_ADMIN_PASSWORD" not in relay.cli("replay", "1").stderr  # past the password: nothing to forward to
 
 
 def test_refuses_an_admin_listener_beyond_loopback_without_a_password(make_relay: Any, tmp_path: Path) -> None:

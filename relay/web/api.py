@@ -60,8 +60,9 @@ class Api:
         docs = await self.board.deliveries(task_id, None, complete=True)  # as `relay show`: every delivery
         if not docs:
             raise HTTPException(404, "no deliveries for this task")
-        alerts = await self.board.task_alerts(docs)
-        return JSONResponse({"task_id": task_id, "state": task_state(docs), "deliveries": docs, "alerts": alerts})
+        alerts, forwards = await self.board.task_alerts(docs), await self.board.task_forwards(docs)
+        body = {"task_id": task_id, "state": task_state(docs), "deliveries": docs, "alerts": alerts}
+        return JSONResponse({**body, "forwards": forwards})
 
     async def curl(self, request: Request) -> Response:
         """`/api/deliveries/{id}/curl`: the replay command with the token, for the page's copy button."""

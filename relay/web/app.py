@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from relay.forward import web as forward_web
 from relay.web.api import Api
 from relay.web.board import Board
 from relay.web.guard import AdminGuard
@@ -50,6 +51,7 @@ def create_admin_app(services: AdminServices) -> Starlette:
             Route("/api/url", api.url),
             Route("/healthz", api.healthz),
             Route("/metrics", api.metrics),
+            *(forward_web.routes(services.forwards, services.csrf) if services.forwards else []),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[

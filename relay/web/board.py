@@ -96,6 +96,13 @@ class Board:
         """The alert rows of one task (none for a delivery without a task id)."""
         return (await self._alerts([docs])).get(str(docs[-1].get("task_id")), [])
 
+    async def task_forwards(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The forward jobs of one task (none without forward targets or a task id)."""
+        forwards, task_id = self.services.forwards, docs[-1].get("task_id")
+        if forwards is None or not isinstance(task_id, str):
+            return []
+        return await asyncio.to_thread(forwards.for_task, task_id, [int(d["id"]) for d in docs])
+
     async def task(self, docs: list[dict[str, Any]]) -> tuple[TaskCard, list[dict[str, Any]], list[DeliveryView]]:
         """The task page: the card, the alert rows in full, and each delivery with payload and replay command."""
         alerts = await self.task_alerts(docs)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from relay.formatting import mmss
+from relay.forward import web as forward_web
 from relay.payloads import KINDS
 from relay.web import reads
 from relay.web.board import Board
@@ -104,7 +105,12 @@ class Pages:
     async def _task_context(self, docs: list[dict[str, Any]]) -> dict[str, Any]:
         card, alerts, views = await self.board.task(docs)
         newest = max(int(d["id"]) for d in docs)
-        return {"card": card, "alerts": alerts, "views": views, "after": newest}
+        replay = None
+        if self.services.forwards is not None and card.task_id is not None:
+            replay = self.services.csrf.token(forward_web.replay_purpose(card.task_id))
+        forwards = await self.board.task_forwards(docs)
+        context = {"card": card, "alerts": alerts, "views": views, "after": newest}
+        return {**context, "forwards": forwards, "replay_token": replay}
 
     async def task_fragment(self, request: Request) -> Response:
         """Fragment: a task page's body, for live updates."""

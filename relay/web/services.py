@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import AdminSettings
+from relay.csrf import CsrfTokens
+from relay.forward.service import Forwards
 from relay.metrics import Metrics
 from relay.web.cards import LocalCopy, no_local_copy
 from relay.web.events import EventBroker
@@ -34,6 +36,8 @@ class AdminServices:
     local_callback_url: Callable[[], str]
     events: EventBroker = field(default_factory=EventBroker)
     settings: AdminSettings = field(default_factory=AdminSettings)
+    forwards: Forwards | None = None
+    csrf: CsrfTokens = field(default_factory=CsrfTokens)
     local_copy: LocalCopy = no_local_copy
     archive_bytes: Callable[[], int | None] = _none
     watch_state: Callable[[str], str | None] = _none
