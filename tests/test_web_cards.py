@@ -438,6 +438,15 @@ def test_health_strip(detail: dict[str, Any], url: str | None, disk: tuple[int, 
     assert {i.label: (i.value, i.level) for i in items} == levels
 
 
+def test_health_strip_shows_forwards_when_there_are_targets() -> None:
+    """Forward targets configured: how many forwards wait and died; none configured: no item."""
+    detail = {"forwards": {"pending": 2, "dead": 1, "recent_dead": 1, "targets": 1}}
+    assert ("forwards", "2 waiting, 1 dead", "bad") in [
+        (i.label, i.value, i.level) for i in health.strip(detail, None, None)
+    ]
+    assert "forwards" not in [i.label for i in health.strip({"forwards": {"targets": 0}}, None, None)]
+
+
 def test_health_strip_shows_watch_list_and_archive_once_they_exist() -> None:
     """Watched tasks and archive usage appear only when their parts report a number."""
     labels = [i.label for i in health.strip({}, None, None, watched_waiting=3, archive_bytes=2_500_000)]

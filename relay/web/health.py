@@ -58,6 +58,11 @@ def strip(
     pending, dead = int(alerts.get("pending") or 0), int(alerts.get("dead") or 0)
     items.append(Item("outbox", f"{pending} alert{'s' if pending != 1 else ''} waiting", "warn" if pending else "ok"))
     items.append(Item("dead alerts", str(dead), "bad" if alerts.get("recent_dead") else ("warn" if dead else "ok")))
+    forwards = detail.get("forwards") or {}
+    if forwards.get("targets"):
+        waiting, lost = int(forwards.get("pending") or 0), int(forwards.get("dead") or 0)
+        level = "bad" if forwards.get("recent_dead") else ("warn" if waiting or lost else "ok")
+        items.append(Item("forwards", f"{waiting} waiting, {lost} dead", level))
     if watched_waiting is not None:
         items.append(Item("watched tasks waiting", str(watched_waiting)))
     if archive_bytes is not None:
