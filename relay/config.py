@@ -20,6 +20,8 @@ from relay.errors import ConfigError
 
 STAGES = ("text", "first", "complete", "error")
 ENV_CONFIG = "RELAY_CONFIG"
+# Under systemd's LoadCredential relay reads a copy; this names the file the user edits, for messages.
+ENV_CONFIG_SOURCE = "RELAY_CONFIG_SOURCE"
 ENV_TOKEN = "RELAY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_NGROK_AUTHTOKEN = "NGROK_AUTHTOKEN"
 
@@ -298,15 +300,26 @@ def load_settings(explicit: str | None = None, env: Mapping[str, str] | None = N
     """Find, read and validate the configuration, applying environment overrides for secrets."""
     env = os.environ if env is None else env
     path = find_config(explicit, env)
+    source = _source_name(path, env)
     raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+            raise ConfigError(f"{source}: cannot read config file: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_settings(raw, env, source=str(path) if path else "(defaults)")
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return parse_settings(raw, env, source=source)
+
+
+def _source_name(path: Path | None, env: Mapping[str, str]) -> str:
+    """How messages name the config: the file the user edits, also when relay reads systemd's credential copy."""
+    if path is None:
+        return "(defaults)"
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if credentials and env.get(ENV_CONFIG_SOURCE) and path.resolve().is_relative_to(Path(credentials).resolve()):
+        return env[ENV_CONFIG_SOURCE]
+    return str(path)
 
 
 def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "(defaults)") -> Settings:

@@ -116,9 +116,10 @@ class Relay:
         """For systemd's STATUS=: the URL (token masked) and counts."""
         url = self.tunnel.public_url
         where = f"{url}/callback/****" if url else "no public URL"
+        live, pending = len(self.store.db.table("callbacks")), self.outbox.pending
         return (
-            f"{where}; {len(self.store.db.table('callbacks'))} live deliveries; "
-            f"{self.outbox.pending} alerts pending, {self.outbox.dead} dead"
+            f"{where}; {live} live {'delivery' if live == 1 else 'deliveries'}; "
+            f"{pending} {'alert' if pending == 1 else 'alerts'} pending, {self.outbox.dead} dead"
         )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
