@@ -134,4 +134,4 @@ class Pages:
     async def rejected(self, request: Request) -> Response:
         """`/rejected`: requests relay refused, newest first, with their reasons and bodies."""
         docs = await asyncio.to_thread(reads.newest, self.services.log_path, "rejected", 200)
-        return self._render(request, "rejected.html", {"rejected": docs, "strip": self.board.strip()})
+        return self._render(request, "rejected.html", {"rejected": docs})
