@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from relay import errors
-from relay.cli_support import config_option, handle_errors, load, quiet_broken_pipe
+from relay.cli_admin import hash_password_command
+from relay.cli_support import admin_auth, config_option, handle_errors, load, quiet_broken_pipe, refuse_unauthorized
 from relay.cli_views import log_command, show
 from relay.config import Settings, default_state_dir, new_token, read_token
 from relay.errors import ConfigError, NotRunningError, RelayError
@@ -20,7 +21,7 @@ from relay.output import colour_enabled
 from relay.query import parse_since
 from relay.starter import STARTER_CONFIG
 
-__all__ = ["cli", "config_option", "handle_errors", "main"]
+__all__ = ["admin_auth", "cli", "config_option", "handle_errors", "main", "refuse_unauthorized"]
 
 
 def _settings(config_path: str | None) -> Settings:
@@ -67,9 +68,10 @@ def url(config_path: str | None, local: bool) -> None:
         click.echo(local_callback_url(settings))
         return
     try:
-        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False)
+        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False, auth=admin_auth(settings))
     except httpx.HTTPError:
         raise NotRunningError(f"no relay is running on {settings.admin_url} (start it with `relay serve`)") from None
+    refuse_unauthorized(response.status_code)
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200 or "callback_url" not in body:
         reason = body.get("error", response.status_code)
@@ -251,6 +253,8 @@ def install_ngrok(config_path: str | None) -> None:
     ngrok.install_ngrok(config)
     click.echo(f"ngrok agent installed at {config.ngrok_path}")
 
+
+cli.add_command(hash_password_command)
 
 import relay.cli_forward  # noqa: E402, F401 - registers `relay replay`
 

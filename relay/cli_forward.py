@@ -7,7 +7,7 @@ from typing import Any
 import click
 import httpx
 
-from relay.cli import cli, config_option, handle_errors
+from relay.cli import admin_auth, cli, config_option, handle_errors, refuse_unauthorized
 from relay.config import load_settings
 from relay.errors import NotRunningError, RelayError
 from relay.formatting import plural
@@ -39,9 +39,12 @@ def replay(
     settings = load_settings(config_path)
     body = {"delivery_id": delivery_id, "task_id": task_id, "to": list(to), "alerts": alerts}
     try:
-        response = httpx.post(f"{settings.admin_url}/api/replay", json=body, timeout=30, trust_env=False)
+        response = httpx.post(
+            f"{settings.admin_url}/api/replay", json=body, timeout=30, trust_env=False, auth=admin_auth(settings)
+        )
     except httpx.HTTPError:
         raise NotRunningError(f"no relay is running on {settings.admin_url} (start it with `relay serve`)") from None
+    refuse_unauthorized(response.status_code)
     answer = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200:
         raise RelayError(f"replay refused: {answer.get('error', f'HTTP {response.status_code}')}")

@@ -21,6 +21,21 @@ config_option = click.option(
 )
 
 
+ENV_ADMIN_PASSWORD = "RELAY_ADMIN_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
+
+
+def admin_auth(settings: Settings) -> tuple[str, str] | None:
+    """Credentials for the admin listener when it asks for a password (from $RELAY_ADMIN_PASSWORD)."""
+    password = os.environ.get(ENV_ADMIN_PASSWORD, "")
+    return (settings.admin.username, password) if settings.admin.username and password else None
+
+
+def refuse_unauthorized(status: int) -> None:
+    """A 401 from the admin listener, as one line saying what to set."""
+    if status == 401:
+        raise RelayError(f"the admin listener asks for admin.username's password: set {ENV_ADMIN_PASSWORD}")
+
+
 def load(config_path: str | None) -> Settings:
     """The settings a command runs with."""
     return load_settings(config_path)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ ENV_TOKEN = "RELAY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_NGROK_AUTHTOKEN = "NGROK_AUTHTOKEN"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")
 
 
 class _Section(BaseModel):
@@ -45,6 +48,48 @@ class AdminSettings(_Section):
 
     host: str = "127.0.0.1"
     port: Port = 8081
+    allowed_hosts: tuple[str, ...] = ()
+    username: str = ""
+    password_hash: SecretStr = SecretStr("")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = []
+        for entry in value:
+            name = entry.strip().lower().removeprefix("[").removesuffix("]")
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(name):
+                    raise ValueError(f"{entry!r} is not a host name or address (no scheme, port or path)") from None
+            names.append(name)
+        return tuple(names)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _usable_hash(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            from relay.web.passwords import check_hash
+
+            check_hash(value.get_secret_value())
+        return value
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """(username, password hash) when basic auth is on."""
+        secret = self.password_hash.get_secret_value()
+        return (self.username, secret) if self.username and secret else None
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the listener is reachable from this machine only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False  # a name other than localhost may resolve anywhere
 
 
 class StorageSettings(_Section):
@@ -316,7 +361,19 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "(
             f"{source}: server.token: must be at least 16 characters of letters, digits, '-' or '_' "
             "(run `relay init` for a fresh one)"
         )
+    _check_admin(settings.admin, source)
     return settings.model_copy(update={"source": source})
+
+
+def _check_admin(admin: AdminSettings, source: str) -> None:
+    # The admin listener serves the token (/api/url) and the whole log: beyond loopback it needs a password.
+    if bool(admin.username) != bool(admin.password_hash.get_secret_value()):
+        raise ConfigError(f"{source}: admin.username and admin.password_hash go together: set both or neither")
+    if not admin.loopback_only and admin.auth is None:
+        raise ConfigError(
+            f"{source}: admin.host: {admin.host!r} reaches beyond this machine; set admin.username and "
+            "admin.password_hash (`relay hash-password` makes one) or keep admin.host = \"127.0.0.1\""
+        )
 
 
 def _describe(exc: ValidationError, source: str) -> str:
@@ -331,7 +388,7 @@ def _describe(exc: ValidationError, source: str) -> str:
             problems.append(f"{key}: {error['msg'].removeprefix('Value error, ')}")  # a whole table shows its secret
             continue
         # A forward URL or command line can carry its own secret (a Home Assistant webhook id is one).
-        secret = any(s in key for s in ("token", "urls", "secret")) or (
+        secret = any(s in key for s in ("token", "urls", "secret", "password")) or (
             key.startswith("forward") and any(s in key for s in ("url", "exec"))
         )
         shown = "***" if secret else repr(value)

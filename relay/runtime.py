@@ -19,6 +19,7 @@ from relay.outbox import AlertKind, Outbox, archived_cover
 from relay.receiver import CallbackReceiver
 from relay.store import DeliveryStore
 from relay.tunnel import Tunnel, make_tunnel
+from relay.web.events import EventBroker
 
 logger = logging.getLogger("relay")
 
@@ -39,6 +40,10 @@ class Relay:
         #: so a forward with `after = "archived"` finds the delivery's downloads already queued.
         self.kinds: list[JobKind] = [alerts, self.forward_kind]
         self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
+        #: What the page hears live: every recorded delivery and every job state change.
+        self.events = EventBroker()
+        self.store.subscribe(self.events.delivery)
+        self.jobs.subscribe(self.events.job)
         self.outbox = Outbox(self.jobs, alerts)
         self.forward_kind.archive = DownloadJobs(self.jobs)
         self.forwards = Forwards(self.jobs, self.forward_kind, self.outbox, self.metrics)
@@ -175,7 +180,10 @@ class Relay:
             callback_url=self.callback_url,
             public_url_problem=self.public_url_problem,
             health=self.health,
-            alerts_for_task=self.outbox.for_task,
+            outbox_path=self.settings.outbox_path,
+            local_callback_url=self.local_callback_url,
+            events=self.events,
+            settings=self.settings.admin,
             forwards=self.forwards,
         )
 

@@ -146,6 +146,7 @@ async def _serve(settings: Settings, token: str) -> int:
     logger.info("shutting down: draining in-flight requests")
     notifier.stopping()
     public.should_exit = admin.should_exit = True
+    relay.events.close()  # open pages' event streams would otherwise hold the drain for its whole timeout
     await asyncio.gather(*servers, return_exceptions=True)
     watchdog.cancel()
     stop_wait.cancel()
