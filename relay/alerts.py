@@ -9,16 +9,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apprise
+from apprise.attachment.memory import AttachMemory
 
+from relay import apprise_log
 from relay.config import NotifySettings
+from relay.covers import Image
 from relay.errors import ConfigError
 from relay.messages import Message
+from relay.redact import mask_url, url_secrets
 
 logger = logging.getLogger("relay.alerts")
 
 #: `tag=URL` or `tag1,tag2=URL` (the form Apprise's TEXT config files use).
 _TAGGED = re.compile(r"^\s*([\w, -]+?)\s*=\s*(\S+://.*)$")
-ROUTES = {"success": {"success"}, "failure": {"failure"}, "digest": {"success", "failure"}, "test": set()}
+ROUTES = {
+    "success": {"success"},
+    "failure": {"failure"},
+    "warning": {"failure"},  # problems with relay itself go where failures go
+    "digest": {"success", "failure"},
+    "test": set(),
+}
+_TYPES = {
+    "success": apprise.NotifyType.SUCCESS,
+    "failure": apprise.NotifyType.FAILURE,
+    "warning": apprise.NotifyType.WARNING,
+    "info": apprise.NotifyType.INFO,
+}
 
 
 def split_tag(entry: str) -> tuple[set[str], str]:
@@ -37,6 +53,12 @@ class Target:
     masked: str
     tags: set[str]
     plugin: Any = field(repr=False)
+    secrets: list[str] = field(default_factory=list, repr=False)  # what `masked` hides, to scrub from reasons
+
+    @property
+    def shows_pictures(self) -> bool:
+        """Whether the service takes attachments (ntfy, Telegram, Discord, Pushover, email, json://)."""
+        return bool(getattr(self.plugin, "attachment_support", False))
 
     def wants(self, category: str) -> bool:
         """Untagged targets get every alert; `success`/`failure` tags select."""
@@ -52,10 +74,10 @@ def load_targets(settings: NotifySettings) -> tuple[list[Target], list[str]]:
         tags, url = split_tag(secret.get_secret_value())
         plugin = apprise.Apprise.instantiate(url, tag=tags or None)
         if plugin is None:
-            scheme = url.split("://", 1)[0] if "://" in url else url[:12]
-            problems.append(f"notify.urls[{index}]: '{scheme}://…' is not a URL Apprise understands")
+            hint = "" if "://" in url else " (a URL looks like scheme://host/…)"
+            problems.append(f"notify.urls[{index}]: '{mask_url(url)}' is not a URL Apprise understands{hint}")
             continue
-        targets.append(_target(plugin))
+        targets.append(_target(plugin, url))
     if settings.config:
         config = apprise.AppriseConfig()
         if not config.add(settings.config):
@@ -68,12 +90,16 @@ def load_targets(settings: NotifySettings) -> tuple[list[Target], list[str]]:
     return targets, problems
 
 
-def _target(plugin: Any) -> Target:
+def _target(plugin: Any, url: str | None = None) -> Target:
+    """`url` as the user wrote it; a target from an Apprise config file is shown by its URL without the query
+    (Apprise spells out every default there)."""
+    shown = url or plugin.url().split("?", 1)[0]
     return Target(
         key=plugin.url_id() or plugin.url(privacy=True),
-        masked=plugin.url(privacy=True),
+        masked=mask_url(shown),
         tags={str(t).lower() for t in plugin.tags},
         plugin=plugin,
+        secrets=[part for part in url_secrets(shown) if len(part) >= 5],  # shorter ones: common words too
     )
 
 
@@ -83,6 +109,7 @@ class SendResult:
 
     ok: bool
     error: str | None = None
+    timed_out: bool = False
 
 
 class AlertSender:
@@ -92,6 +119,7 @@ class AlertSender:
         self.targets = targets
         self.timeout = timeout
         self.by_key = {t.key: t for t in targets}
+        apprise_log.install()
 
     @classmethod
     def from_settings(cls, settings: NotifySettings) -> AlertSender:
@@ -101,21 +129,47 @@ class AlertSender:
             raise ConfigError("; ".join(problems))
         return cls(targets, settings.timeout)
 
-    async def send(self, target: Target, message: Message) -> SendResult:
-        """Deliver `message` to `target` in a worker thread; False with a reason on failure or timeout."""
+    async def send(self, target: Target, message: Message, image: Image | None = None) -> SendResult:
+        """Deliver `message` to `target` in a worker thread; False with the target's reason on failure or timeout.
+
+        A picture is attached where the service shows them; if the send fails with it (too large for the
+        service, say), it is tried once more without, so a picture never costs the alert.
+        """
+        if image is not None and target.shows_pictures:
+            result = await self._send(target, message, image)
+            if result.ok or result.timed_out:
+                return result
+        return await self._send(target, message, None)
+
+    async def _send(self, target: Target, message: Message, image: Image | None) -> SendResult:
         markdown = target.plugin.notify_format in (apprise.NotifyFormat.MARKDOWN, apprise.NotifyFormat.HTML)
         body = message.markdown if markdown else message.text
-        body_format = apprise.NotifyFormat.MARKDOWN if markdown else apprise.NotifyFormat.TEXT
+        attach = None
+        if image is not None:
+            attach = apprise.AppriseAttachment()
+            attach.add(AttachMemory(content=image.data, name=image.name, mimetype=image.mimetype))  # type: ignore[no-untyped-call]
         try:
             async with asyncio.timeout(self.timeout):
-                ok = await asyncio.to_thread(
-                    target.plugin.notify,
+                ok, lines = await asyncio.to_thread(
+                    _notify,
+                    target,
                     body=body or message.title,
                     title=message.title,
-                    body_format=body_format,
+                    notify_type=_TYPES.get(message.type, apprise.NotifyType.INFO),
+                    body_format=apprise.NotifyFormat.MARKDOWN if markdown else apprise.NotifyFormat.TEXT,
+                    attach=attach,
                 )
         except TimeoutError:
-            return SendResult(False, f"no answer within {self.timeout:g} s")
+            return SendResult(False, f"no answer within {self.timeout:g} s", timed_out=True)
         except Exception as exc:  # a plugin bug must not stop the outbox; the reason is kept for the user
             return SendResult(False, f"{type(exc).__name__}: {exc}")
-        return SendResult(True) if ok else SendResult(False, "the target refused or could not be reached")
+        if ok:
+            return SendResult(True)
+        return SendResult(False, apprise_log.reason(lines) or "the target refused or could not be reached")
+
+
+def _notify(target: Target, **kwargs: Any) -> tuple[bool, list[tuple[int, str]]]:
+    """One Apprise notify, in the calling (worker) thread, with what Apprise logged meanwhile."""
+    with apprise_log.capturing(target.secrets) as lines:
+        ok = bool(target.plugin.notify(**kwargs))
+    return ok, lines

@@ -3,51 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
-from collections.abc import Callable
+import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from relay import errors
-from relay.archive.files import files_text, task_files
-from relay.config import Settings, load_settings, new_token
+from relay.cli_admin import hash_password_command
+from relay.cli_support import admin_auth, config_option, handle_errors, load, quiet_broken_pipe, refuse_unauthorized
+from relay.cli_views import log_command, show
+from relay.config import Settings, default_state_dir, new_token, read_token
 from relay.errors import ConfigError, NotRunningError, RelayError
-from relay.job_files import jobs_for_task
-from relay.query import Filters, parse_since, select, task_state
-from relay.render import delivery_table, rejected_table, show_task
+from relay.formatting import plural
+from relay.output import colour_enabled
+from relay.query import parse_since
 from relay.starter import STARTER_CONFIG
-from relay.store import read_all
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-config_option = click.option(
-    "--config", "config_path", metavar="PATH", help="Config file (else $RELAY_CONFIG, ./relay.toml, …)."
-)
+__all__ = ["admin_auth", "cli", "config_option", "handle_errors", "main", "refuse_unauthorized"]
 
 
 def _settings(config_path: str | None) -> Settings:
-    return load_settings(config_path)
-
-
-def handle_errors(fn: F) -> F:
-    """Turn relay's errors into one line on stderr and their exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RelayError as exc:
-            click.echo(f"relay: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except (OSError, ValueError) as exc:
-            click.echo(f"relay: {exc}", err=True)
-            sys.exit(errors.FAILURE)
-
-    return wrapper  # type: ignore[return-value]
+    return load(config_path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,125 +51,51 @@ def serve(config_path: str | None) -> None:
 
 @cli.command()
 @config_option
+@click.option("--local", is_flag=True, help="The callback URL on this machine itself (no running relay needed).")
 @handle_errors
-def url(config_path: str | None) -> None:
+def url(config_path: str | None, local: bool) -> None:
     """Print the callback URL to paste as callBackUrl, from the running instance.
 
     \b
-    Example:
+    Examples:
         relay url
+        relay url --local     # http://127.0.0.1:8080/callback/<token>, for tests on this machine
     """
     import httpx
 
     settings = _settings(config_path)
+    if local:
+        click.echo(local_callback_url(settings))
+        return
     try:
-        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False)
+        response = httpx.get(f"{settings.admin_url}/api/url", timeout=5, trust_env=False, auth=admin_auth(settings))
     except httpx.HTTPError:
         raise NotRunningError(f"no relay is running on {settings.admin_url} (start it with `relay serve`)") from None
+    refuse_unauthorized(response.status_code)
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200 or "callback_url" not in body:
-        raise RelayError(f"no public callback URL: {body.get('error', response.status_code)}")
+        reason = body.get("error", response.status_code)
+        raise RelayError(f"no public callback URL: {reason} (`relay url --local` prints the local one)")
     click.echo(body["callback_url"])
 
 
-@cli.command("log")
-@config_option
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one document per line, oldest first.")
-@click.option("--task", metavar="ID", help="Only this task.")
-@click.option("--stage", type=click.Choice(["text", "first", "complete", "error"]), help="Only this stage.")
-@click.option("--failed", is_flag=True, help="Only deliveries whose ok is false.")
-@click.option("--since", metavar="AGE", help="Only the last AGE, e.g. 2h, 30m, 7d.")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="The newest N (default 50 for the table).")
-@click.option("--rejected", is_flag=True, help="List rejected requests instead (reason, size, body).")
-@handle_errors
-def log_command(
-    config_path: str | None,
-    as_json: bool,
-    task: str | None,
-    stage: str | None,
-    failed: bool,
-    since: str | None,
-    limit: int | None,
-    rejected: bool,
-) -> None:
-    """Show recorded deliveries, across the live log and its archives.
-
-    \b
-    Examples:
-        relay log --since 2h
-        relay log --failed --json | jq .msg
-        relay log --rejected
-    """
-    settings = _settings(config_path)
-    filters = Filters(
-        task=task,
-        stage=stage,
-        failed=failed,
-        since=parse_since(since) if since else None,
-        limit=limit if limit is not None else (None if as_json else 50),
-    )
-    table = "rejected" if rejected else "callbacks"
-    newest = None if filters.needs_everything else filters.limit
-    docs = select(read_all(settings.log_path, table, newest=newest), filters)
-    if as_json:
-        for doc in docs:
-            click.echo(json.dumps(doc, ensure_ascii=False))
-    elif rejected:
-        click.echo(rejected_table(docs))
-    else:
-        click.echo(delivery_table(docs, _alerts_by_delivery(settings)))
-
-
-def _alerts(settings: Settings) -> list[dict[str, Any]]:
-    from relay.jsonfiles import read_table
-
-    return list(read_table(settings.outbox_path, "alerts").values())
-
-
-def _alerts_by_delivery(settings: Settings) -> dict[int, str]:
-    return {row["delivery_id"]: row["state"] for row in _alerts(settings) if row.get("delivery_id")}
-
-
-@cli.command()
-@config_option
-@click.argument("task_id")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: state, deliveries, alerts, files.")
-@handle_errors
-def show(config_path: str | None, task_id: str, as_json: bool) -> None:
-    """Every delivery of one task, its tracks and links, and what was alerted.
-
-    \b
-    Example:
-        relay show 2fac4e1c9f72
-    """
-    settings = _settings(config_path)
-    deliveries = select(read_all(settings.log_path), Filters(task=task_id))
-    if not deliveries:
-        raise RelayError(f"no deliveries for task {task_id!r}")
-    alerts = jobs_for_task(settings.outbox_path, "alerts", task_id, [d["id"] for d in deliveries])
-    files = task_files(settings.outbox_path, settings.archive_dir, task_id, [d["id"] for d in deliveries])
-    forwards = jobs_for_task(settings.outbox_path, "forwards", task_id, [d["id"] for d in deliveries])
-    state = task_state(deliveries)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "task_id": task_id,
-                    "state": state,
-                    "deliveries": deliveries,
-                    "alerts": alerts,
-                    "forwards": forwards,
-                    "files": files,
-                },
-                ensure_ascii=False,
-            )
+def local_callback_url(settings: Settings) -> str:
+    """`http://<server.host>:<server.port>/callback/<token>`, as reachable from this machine."""
+    token = read_token(settings)
+    if not token:
+        raise RelayError(
+            f"no callback token yet: `relay serve` creates one in {settings.state_dir / 'token'}, or set server.token"
         )
-    else:
-        from relay.cli_forward import forward_lines
+    if settings.server.port == 0:
+        raise RelayError("server.port is 0, so the port is chosen at start: set server.port")
+    host = settings.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.server.port}/callback/{token}"
 
-        click.echo(show_task(task_id, state, deliveries, alerts))
-        click.echo(forward_lines(forwards))
-        click.echo(files_text(files))
+
+cli.add_command(log_command)
+cli.add_command(show)
 
 
 @cli.command()
@@ -210,10 +114,12 @@ def check(config_path: str | None) -> None:
     targets, problems = load_targets(settings.notify)
     if problems:
         raise ConfigError("; ".join(problems))
-    click.echo(f"{settings.source}: ok ({len(targets)} alert target(s); log at {settings.log_path})")
-    if settings.tunnel.ngrok_without_credentials:
-        # Not an error: relay serves locally without a tunnel. But no callBackUrl the provider can reach.
-        click.echo("note: no ngrok authtoken (tunnel.authtoken or NGROK_AUTHTOKEN), so no tunnel will start")
+    click.echo(f"{settings.source}: ok ({plural(len(targets), 'alert target')}; log at {settings.log_path})")
+    reason = settings.tunnel.no_public_url_reason
+    if reason:
+        # Not an error: relay serves locally without one (`relay serve` says the same). But no callBackUrl the
+        # provider can reach.
+        click.echo(f"note: no public callback URL: {reason}")
 
 
 @cli.command("notify-test")
@@ -238,8 +144,12 @@ def notify_test(config_path: str | None) -> None:
         return [(t.masked, r.ok, r.error) for t, r in zip(sender.targets, results, strict=True)]
 
     failures = 0
+    colour = colour_enabled()
     for masked, ok, error in asyncio.run(run()):
-        click.echo(f"{'ok    ' if ok else 'FAILED'}  {masked}" + (f"  ({error})" if error else ""))
+        label = "ok    " if ok else "FAILED"
+        click.echo((click.style(label, fg="green" if ok else "red") if colour else label) + f"  {masked}")
+        if error:
+            click.echo(f"        {error}")
         failures += not ok
     if failures:
         sys.exit(errors.FAILURE)
@@ -254,9 +164,18 @@ def notify_test(config_path: str | None) -> None:
     default="",
     help="Set storage.state_dir, so the CLI finds the log a service writes (e.g. /var/lib/relay).",
 )
+@click.option(
+    "--new-token",
+    "fresh",
+    is_flag=True,
+    help="Write a fresh token even when one is in use (callBackUrls already handed out then get 404).",
+)
 @handle_errors
-def init(path: Path, force: bool, state_dir: str) -> None:
-    """Write a starter config with a fresh random token (default ./relay.toml).
+def init(path: Path, force: bool, state_dir: str, fresh: bool) -> None:
+    """Write a starter config (default ./relay.toml), keeping the callback token already in use.
+
+    The token is the one in the file being overwritten, else the one `relay serve` keeps in the state
+    directory, else a fresh random one; --new-token always writes a fresh one.
 
     \b
     Example:
@@ -264,10 +183,33 @@ def init(path: Path, force: bool, state_dir: str) -> None:
     """
     if path.exists() and not force:
         raise RelayError(f"{path} exists; pass --force to overwrite it")
+    token, origin = (new_token(), None) if fresh else _token_in_use(path, state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(STARTER_CONFIG.format(token=new_token(), state_dir=json.dumps(state_dir)), encoding="utf-8")
+    text = STARTER_CONFIG.format(token=token or new_token(), state_dir=json.dumps(state_dir))
+    path.write_text(text, encoding="utf-8")
     path.chmod(0o600)
     click.echo(f"wrote {path} (mode 600; it holds your callback token)")
+    if origin:
+        click.echo(
+            f"kept the token in use (from {origin}), so callBackUrls already handed out keep working; "
+            "--new-token writes a fresh one"
+        )
+
+
+def _token_in_use(path: Path, state_dir: str) -> tuple[str | None, str | None]:
+    """The token a config being overwritten holds, else the state directory's, with where it came from."""
+    try:
+        existing = tomllib.loads(path.read_text(encoding="utf-8")).get("server", {}).get("token")
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        existing = None
+    if isinstance(existing, str) and existing:
+        return existing, str(path)
+    token_file = (Path(state_dir).expanduser() if state_dir else default_state_dir()) / "token"
+    try:
+        kept = token_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, None
+    return (kept, str(token_file)) if kept else (None, None)
 
 
 @cli.command()
@@ -288,7 +230,7 @@ def prune(config_path: str | None, older_than: str | None) -> None:
     removed = prune_archives(settings.log_path, days)
     for path in removed:
         click.echo(f"removed {path}")
-    click.echo(f"{len(removed)} archive file(s) removed")
+    click.echo(f"{plural(len(removed), 'archive file')} removed")
 
 
 @cli.command("install-ngrok")
@@ -312,10 +254,15 @@ def install_ngrok(config_path: str | None) -> None:
     click.echo(f"ngrok agent installed at {config.ngrok_path}")
 
 
+cli.add_command(hash_password_command)
+
 import relay.cli_archive  # noqa: E402 - registers `relay fetch`
 import relay.cli_forward  # noqa: E402, F401 - registers `relay replay`
 
 
 def main() -> None:
     """Entry point of the console script."""
-    cli(prog_name="relay")
+    try:
+        cli(prog_name="relay")
+    except BrokenPipeError:  # click's own output (help, usage errors) into a closed pipe
+        quiet_broken_pipe()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
 
 from relay.archive.files import files_text
-from relay.cli import _settings, cli, config_option, handle_errors
+from relay.cli import cli
+from relay.cli_support import admin_auth, config_option, handle_errors, load, refuse_unauthorized
 from relay.errors import NotRunningError, RelayError
 
 
@@ -30,11 +32,12 @@ def fetch(config_path: str | None, task_id: str | None, no_wait: bool, timeout: 
         relay fetch 2fac4e1c9f72
         relay fetch --no-wait
     """
-    settings = _settings(config_path)
+    settings = load(config_path)
     if not settings.archive.enabled:
         raise RelayError("the archive is off: set archive.enabled = true (and restart relay)")
     base = settings.admin_url
-    counts = _call("POST", f"{base}/api/fetch", base, params={"task": task_id} if task_id else {})
+    auth = admin_auth(settings)
+    counts = _call("POST", f"{base}/api/fetch", base, auth, params={"task": task_id} if task_id else {})
     click.echo(
         f"{counts['queued']} file(s) queued, {counts['present']} already saved, {counts['pending']} already queued"
         + ("" if task_id else f" ({counts['tasks']} task(s))")
@@ -42,22 +45,30 @@ def fetch(config_path: str | None, task_id: str | None, no_wait: bool, timeout: 
     if no_wait or not (counts["queued"] or counts["pending"]):
         return
     deadline = time.monotonic() + timeout
-    while _call("GET", f"{base}/healthz", base, ok=(200, 503))["archive"].get("pending", 0):
+    while _call("GET", f"{base}/healthz", base, auth, ok=(200, 503))["archive"].get("pending", 0):
         if time.monotonic() > deadline:
             raise RelayError(f"downloads still running after {timeout:g} s; `relay show TASK` tells how far")
         time.sleep(0.5)
     if task_id:
-        files = _call("GET", f"{base}/api/tasks/{task_id}", base).get("files", [])
+        files = _call("GET", f"{base}/api/tasks/{quote(task_id, safe='')}", base, auth).get("files", [])
         click.echo(files_text(files))
         if any(f["state"] == "failed" for f in files):
             raise RelayError("some files could not be downloaded (see their errors above)")
 
 
-def _call(method: str, url: str, base: str, params: dict[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> Any:
+def _call(
+    method: str,
+    url: str,
+    base: str,
+    auth: tuple[str, str] | None,
+    params: dict[str, str] | None = None,
+    ok: tuple[int, ...] = (200,),
+) -> Any:
     try:
-        response = httpx.request(method, url, params=params, timeout=60, trust_env=False)
+        response = httpx.request(method, url, params=params, timeout=60, trust_env=False, auth=auth)
     except httpx.HTTPError:
         raise NotRunningError(f"no relay is running on {base} (start it with `relay serve`)") from None
+    refuse_unauthorized(response.status_code)
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code not in ok:
         raise RelayError(f"relay answered {response.status_code}: {body.get('error', response.text[:200])}")

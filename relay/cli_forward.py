@@ -7,9 +7,10 @@ from typing import Any
 import click
 import httpx
 
-from relay.cli import cli, config_option, handle_errors
+from relay.cli import admin_auth, cli, config_option, handle_errors, refuse_unauthorized
 from relay.config import load_settings
 from relay.errors import NotRunningError, RelayError
+from relay.formatting import plural
 
 
 @cli.command()
@@ -38,9 +39,12 @@ def replay(
     settings = load_settings(config_path)
     body = {"delivery_id": delivery_id, "task_id": task_id, "to": list(to), "alerts": alerts}
     try:
-        response = httpx.post(f"{settings.admin_url}/api/replay", json=body, timeout=30, trust_env=False)
+        response = httpx.post(
+            f"{settings.admin_url}/api/replay", json=body, timeout=30, trust_env=False, auth=admin_auth(settings)
+        )
     except httpx.HTTPError:
         raise NotRunningError(f"no relay is running on {settings.admin_url} (start it with `relay serve`)") from None
+    refuse_unauthorized(response.status_code)
     answer = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200:
         raise RelayError(f"replay refused: {answer.get('error', f'HTTP {response.status_code}')}")
@@ -64,7 +68,7 @@ def forward_lines(forwards: list[dict[str, Any]]) -> str:
             f"  delivery {job.get('delivery_id')}{' (replay)' if job.get('replay') else ''}  [{job.get('state')}]"
         )
         for entry in job.get("targets") or []:
-            facts = [f"{entry.get('attempts')} attempt(s)"]
+            facts = [plural(entry.get("attempts") or 0, "attempt")]
             if entry.get("status") is not None and not entry.get("error"):  # the error names a failing status
                 facts.append(f"HTTP {entry['status']}")
             if entry.get("exit_code") is not None and not entry.get("error"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ ENV_TOKEN = "RELAY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_NGROK_AUTHTOKEN = "NGROK_AUTHTOKEN"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")
 
 
 class _Section(BaseModel):
@@ -45,6 +48,48 @@ class AdminSettings(_Section):
 
     host: str = "127.0.0.1"
     port: Port = 8081
+    allowed_hosts: tuple[str, ...] = ()
+    username: str = ""
+    password_hash: SecretStr = SecretStr("")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = []
+        for entry in value:
+            name = entry.strip().lower().removeprefix("[").removesuffix("]")
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(name):
+                    raise ValueError(f"{entry!r} is not a host name or address (no scheme, port or path)") from None
+            names.append(name)
+        return tuple(names)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _usable_hash(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            from relay.web.passwords import check_hash
+
+            check_hash(value.get_secret_value())
+        return value
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """(username, password hash) when basic auth is on."""
+        secret = self.password_hash.get_secret_value()
+        return (self.username, secret) if self.username and secret else None
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the listener is reachable from this machine only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False  # a name other than localhost may resolve anywhere
 
 
 class StorageSettings(_Section):
@@ -73,6 +118,18 @@ class TunnelSettings(_Section):
         """ngrok asked for, but neither an authtoken nor an agent config to take one from: no tunnel starts."""
         return self.provider == "ngrok" and not self.authtoken.get_secret_value() and not self.ngrok_config
 
+    @property
+    def no_public_url_reason(self) -> str | None:
+        """Why relay will have no public callback URL, or None: the one rule `relay check` and `serve` both use."""
+        if self.ngrok_without_credentials and not self.public_url:
+            return (
+                "no ngrok authtoken: set tunnel.authtoken or NGROK_AUTHTOKEN for an ngrok tunnel, "
+                'or tunnel.provider = "none" with tunnel.public_url'
+            )
+        if self.provider == "none" and not self.public_url:
+            return 'tunnel.provider is "none" and tunnel.public_url is empty: set it to the base URL senders reach'
+        return None
+
     @field_validator("public_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -94,6 +151,16 @@ class NotifySettings(_Section):
     give_up_after: float = Field(default=24.0, gt=0)
     burst_limit: int = Field(default=5, ge=1)
     burst_window: float = Field(default=60.0, gt=0)
+    link_base: str = ""
+    attach_covers: bool = True
+    cover_allow_private: bool = False
+
+    @field_validator("link_base")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/")
 
 
 class ArchiveSettings(_Section):
@@ -321,7 +388,19 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "(
             f"{source}: server.token: must be at least 16 characters of letters, digits, '-' or '_' "
             "(run `relay init` for a fresh one)"
         )
+    _check_admin(settings.admin, source)
     return settings.model_copy(update={"source": source})
+
+
+def _check_admin(admin: AdminSettings, source: str) -> None:
+    # The admin listener serves the token (/api/url) and the whole log: beyond loopback it needs a password.
+    if bool(admin.username) != bool(admin.password_hash.get_secret_value()):
+        raise ConfigError(f"{source}: admin.username and admin.password_hash go together: set both or neither")
+    if not admin.loopback_only and admin.auth is None:
+        raise ConfigError(
+            f"{source}: admin.host: {admin.host!r} reaches beyond this machine; set admin.username and "
+            "admin.password_hash (`relay hash-password` makes one) or keep admin.host = \"127.0.0.1\""
+        )
 
 
 def _describe(exc: ValidationError, source: str) -> str:
@@ -333,14 +412,15 @@ def _describe(exc: ValidationError, source: str) -> str:
             continue
         value = error.get("input")
         if isinstance(value, dict | list | tuple) and key.startswith("forward"):
-            problems.append(f"{key}: {error['msg']}")  # a whole table would show its url and secret
+            problems.append(f"{key}: {error['msg'].removeprefix('Value error, ')}")  # a whole table shows its secret
             continue
         # A forward URL or command line can carry its own secret (a Home Assistant webhook id is one).
-        secret = any(s in key for s in ("token", "urls", "secret")) or (
+        secret = any(s in key for s in ("token", "urls", "secret", "password")) or (
             key.startswith("forward") and any(s in key for s in ("url", "exec"))
         )
         shown = "***" if secret else repr(value)
-        problems.append(f"{key}: {error['msg']} (got {shown})")
+        message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
+        problems.append(f"{key}: {message} (got {shown})")
     return f"{source}: " + "; ".join(problems)
 
 
@@ -349,6 +429,19 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def read_token(settings: Settings) -> str | None:
+    """The callback token from config or env, else the one kept in the state directory; None if there is none yet."""
+    configured = settings.server.token.get_secret_value()
+    if configured:
+        return configured
+    try:
+        return (settings.state_dir / "token").read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {settings.state_dir / 'token'}: {exc}") from exc
 
 
 def ensure_token(settings: Settings) -> str:

@@ -8,6 +8,7 @@ FAILURE = 1
 USAGE = 2
 CONFIG_ERROR = 3
 NOT_RUNNING = 4
+BROKEN_PIPE = 141  # what a shell reports for a tool killed by SIGPIPE
 
 
 class RelayError(Exception):

@@ -24,3 +24,12 @@ def titles(doc: Mapping[str, Any]) -> list[str]:
         if title and title not in seen:
             seen.append(title)
     return seen
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 delivery', '2 deliveries': the count with the word in the form it takes."""
+    if count == 1:
+        return f"1 {word}"
+    if many is None:
+        many = word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else word + "s"
+    return f"{count} {many}"

@@ -137,14 +137,28 @@ def delivery_doc(
 
 
 def rejected_doc(
-    raw: bytes, reason: str, status: int, received_at: str, public_host: str | None, truncated: bool = False
+    raw: bytes,
+    reason: str,
+    status: int,
+    received_at: str,
+    public_host: str | None,
+    truncated: bool = False,
+    received: int | None = None,
+    declared: int | None = None,
 ) -> dict[str, Any]:
-    """The log document for a refused request, keeping its bytes (as text, or base64 when not UTF-8)."""
+    """The log document for a refused request, keeping its bytes (as text, or base64 when not UTF-8).
+
+    `size` is what is known of the body's size: the bytes received (`received`, which may be more than were kept),
+    or the Content-Length it declared (`declared`) when that is larger.
+    """
+    received = len(raw) if received is None else received
     doc: dict[str, Any] = {
         "received_at": received_at,
         "reason": reason,
         "status": status,
-        "size": len(raw),
+        "size": max(received, declared or 0),
+        "received": received,
+        "declared": declared,
         "truncated": truncated,
         "public_host": public_host,
     }

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,10 @@ logger = logging.getLogger("relay.jobs")
 MEMORY = 20_000
 #: How often a queue that could not record what it decided looks at the log again.
 CATCH_UP_RETRY = 2.0
+
+
+#: Hears of job changes: (kind, row).
+JobListener = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class JobQueue:
         # recorded (a full disk) is still held back, so a failing disk never turns into a burst of resends.
         self._hold: dict[tuple[str, int, str], float] = {}
         self._record_lock = asyncio.Lock()
+        self._listeners: list[JobListener] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -164,6 +169,17 @@ class JobQueue:
         task = asyncio.ensure_future(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    def subscribe(self, listener: JobListener) -> None:
+        """Call `listener(kind, row)` on the loop whenever a job is queued or one of its attempts is recorded."""
+        self._listeners.append(listener)
+
+    def _changed(self, kind: str, row: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(kind, row)
+            except Exception:  # a listener's bug (the page's) must not fail a job
+                logger.exception("job listener failed")
 
     # -- intake --------------------------------------------------------------------------------------------
 
@@ -247,6 +263,7 @@ class JobQueue:
             self._keys[kind].pop(spec.key, None)
             raise
         self._wake.set()
+        self._changed(kind, row)
         return doc_id
 
     def _remember(self, kind: str, key: str) -> None:
@@ -375,6 +392,7 @@ class JobQueue:
             except StoreError as exc:
                 logger.error("cannot record a %s attempt (it is not repeated before its backoff): %s", name, exc)
                 return
+        self._changed(name, updated)
         if result.ok or dead:
             self._hold.pop(hold_key, None)  # the row itself now says so
 

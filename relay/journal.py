@@ -38,6 +38,30 @@ from relay.jsonfiles import (
 logger = logging.getLogger("relay.store")
 
 
+def lock_path(path: Path) -> Path:
+    """The lock file that says which process writes `path`."""
+    return path.with_name(path.name + ".lock")
+
+
+def _owned_elsewhere(path: Path) -> str:
+    return f"another relay process is writing {path}; stop it first"
+
+
+def ensure_unlocked(path: Path) -> None:
+    """Raise StoreError when another process holds `path`'s lock (checked before relay binds its ports, so the
+    real reason comes first); a missing lock file or folder means nobody does."""
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StoreError(_owned_elsewhere(path)) from None
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+
+
 class JournaledDB:
     """TinyDB-format tables kept in memory, made durable through a journal, written out atomically.
 
@@ -73,14 +97,14 @@ class JournaledDB:
         """Lock, load the file, replay the journals into it and start an empty journal."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise StoreError(f"another relay process is writing {self.path}; stop it first") from None
+            raise StoreError(_owned_elsewhere(self.path)) from None
         self._tables = read_tables(self.path, tuple(self._tables))
         for name, docs in self._tables.items():
             self._frags[name] = {doc_id: fragment(doc_id, dumps(doc)) for doc_id, doc in docs.items()}

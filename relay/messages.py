@@ -1,31 +1,22 @@
-"""Alert texts, built from a recorded delivery by pure functions: Markdown and plain text, one per kind."""
+"""Alert texts, built from a recorded delivery by pure functions: Markdown and plain text, one per kind.
+
+Each message also carries its Apprise notify type (so a failure looks like one on the phone), a one-line entry
+for digests, a link to the task's page when `notify.link_base` is set, and the cover image to attach.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
+from relay.codes import meaning, short_meaning
 from relay.formatting import mmss, titles
 from relay.payloads import outcome
 
-#: What the family's callback codes mean (the seed's table, plus the codes the other callback pages use).
-CODE_MEANINGS = {
-    400: "parameter error, unsupported audio format or content violation",
-    401: "unauthorized: the API key is invalid",
-    404: "wrong request method or path",
-    405: "rate limit exceeded",
-    408: "timed out",
-    409: "conflict: the task was already processed",
-    413: "prompt too long, or the audio matches existing artwork",
-    429: "insufficient credits",
-    430: "calls too frequent",
-    451: "the source audio could not be downloaded",
-    455: "the service is under maintenance",
-    500: "server error, try again later",
-    501: "generation failed",
-    531: "generation failed; credits were refunded, try again",
-}
+#: Titles are cut to this many characters: what a lock screen shows on one line.
+TITLE_WIDTH = 60
 
 _KIND_NAMES = {
     "music": "Music",
@@ -42,12 +33,21 @@ _KIND_NAMES = {
 
 @dataclass(frozen=True)
 class Message:
-    """One alert: a title, a Markdown body and a plain-text body; `category` routes it by tag."""
+    """One alert: a title, a Markdown body and a plain-text body; `category` routes it by tag.
+
+    `type` is the Apprise notify type (info, success, warning, failure); `entry` and `entry_markdown` are its
+    line in a digest; `link` is where a person acts on it; `image` is a cover image URL to attach.
+    """
 
     category: str
     title: str
     markdown: str
     text: str
+    type: str = "info"
+    entry: str = ""
+    entry_markdown: str = ""
+    link: str | None = None
+    image: str | None = None
 
 
 def category(doc: Mapping[str, Any], events: tuple[str, ...]) -> str | None:
@@ -73,26 +73,72 @@ def outcome_key(doc: Mapping[str, Any]) -> str:
     return f"{task}:{doc.get('kind')}:{said}" if task else f"body:{doc.get('fingerprint')}"
 
 
-def build(doc: Mapping[str, Any], saved_to: str | None = None) -> Message:
+def task_link(link_base: str, task_id: str | None) -> str | None:
+    """`<link_base>/tasks/<task id>` (the id URL-quoted), or None without a base or a task id."""
+    if not link_base or not task_id:
+        return None
+    return f"{link_base.rstrip('/')}/tasks/{quote(task_id, safe='')}"
+
+
+def build(doc: Mapping[str, Any], link_base: str = "", saved_to: str | None = None) -> Message:
     """The alert for one delivery (call only when `category` says it alerts); `saved_to`: its archive folder."""
     if outcome(doc.get("stage"), doc.get("ok")) == "failed":
-        return _failure(doc)
-    message = _success(doc)
+        return _failure(doc, task_link(link_base, doc.get("task_id")))
+    message = _success(doc, task_link(link_base, doc.get("task_id")))
     if saved_to is None:
         return message
     line = f"Files: saved to {saved_to} as they download (`relay show` lists them)"
-    return Message(message.category, message.title, f"{message.markdown}\n{line}", f"{message.text}\n{line}")
+    return replace(message, markdown=f"{message.markdown}\n{line}", text=f"{message.text}\n{line}")
 
 
-def _failure(doc: Mapping[str, Any]) -> Message:
+def fit(prefix: str, name: str, suffix: str = "", width: int = TITLE_WIDTH) -> str:
+    """`prefix + name + suffix`, cutting `name` (then the whole) with `…` to at most `width` characters."""
+    room = width - len(prefix) - len(suffix)
+    if len(name) > room:
+        name = name[: max(room - 1, 8)].rstrip() + "…"
+    line = prefix + name + suffix
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def failure_title(kind: str, name: str, why: str) -> str:
+    """`❌ Music failed: Iron Man · 451 source audio unreachable`, within `TITLE_WIDTH`.
+
+    The reason is kept whole when it can be; the word "failed" goes before the name is cut (❌ says it too).
+    """
+    why = why if len(why) <= 36 else why[:35] + "…"
+    for prefix in (f"❌ {kind} failed: ", f"❌ {kind}: "):
+        if not name:
+            prefix = prefix.removesuffix(": ")
+        line = f"{prefix}{name} · {why}" if name else f"{prefix} · {why}"
+        if len(line) <= TITLE_WIDTH:
+            return line
+    return fit(f"❌ {kind}: ", name, f" · {why}")
+
+
+def _names(doc: Mapping[str, Any]) -> str:
+    names = titles(doc)
+    if names:
+        return ", ".join(names)
+    return f"task {doc['task_id']}" if doc.get("task_id") else ""
+
+
+def _why(doc: Mapping[str, Any]) -> str:
+    code = doc.get("code")
+    short = short_meaning(code)
+    if code is not None and code != 200:
+        return f"{code} {short}" if short else f"code {code}: {doc.get('error') or doc.get('msg') or 'failed'}"
+    return str(doc.get("error") or doc.get("msg") or "failed")
+
+
+def _failure(doc: Mapping[str, Any], link: str | None) -> Message:
     kind = _KIND_NAMES.get(doc.get("kind") or "unknown", "Task")
     code = doc.get("code")
-    names = titles(doc)
-    title = f"❌ {kind} failed" + (f": {', '.join(names)}" if names else "")
+    names, why = _names(doc), " ".join(_why(doc).split())
+    title = failure_title(kind, names, why)
     rows = [("Task", _code(doc.get("task_id")))]
     if code is not None:
-        meaning = CODE_MEANINGS.get(code)
-        rows.append(("Code", f"{code}" + (f" ({meaning})" if meaning else "")))
+        explained = meaning(code)
+        rows.append(("Code", f"{code}" + (f" ({explained})" if explained else "")))
     for label, value in (("Provider says", doc.get("msg")), ("Error", doc.get("error"))):
         if value and value not in [r[1] for r in rows]:
             rows.append((label, str(value)))
@@ -100,14 +146,19 @@ def _failure(doc: Mapping[str, Any]) -> Message:
         rows.append(("Stage", doc["stage"]))
     markdown = "\n".join(f"**{label}:** {value}" for label, value in rows if value)
     text = "\n".join(f"{label}: {value.strip('`')}" for label, value in rows if value)
-    return Message("failure", title, markdown, text)
+    if link:
+        markdown += f"\n[Open in relay]({link})"
+        text += f"\nOpen in relay: {link}"
+    task = f"task {doc['task_id']}" if doc.get("task_id") else ""
+    entry = " · ".join(dict.fromkeys(p for p in (f"❌ {kind}", ", ".join(titles(doc)), task, why) if p))
+    return Message("failure", title, markdown, text, "failure", entry, _entry_markdown(entry, link), link)
 
 
 def _code(value: Any) -> str:
     return f"`{value}`" if value else ""
 
 
-def _success(doc: Mapping[str, Any]) -> Message:
+def _success(doc: Mapping[str, Any], link: str | None) -> Message:
     kind = doc.get("kind") or "unknown"
     names = titles(doc)
     stage = doc.get("stage")
@@ -115,7 +166,8 @@ def _success(doc: Mapping[str, Any]) -> Message:
         what = "First track ready" if stage == "first" else ("Lyrics text ready" if stage == "text" else "Music ready")
     else:
         what = f"{_KIND_NAMES.get(kind, 'Task')} ready"
-    title = f"✅ {what}" + (f": {', '.join(names)}" if names else "")
+    shown = _names(doc)  # the titles, else the task id: four WAV alerts are still four different lines
+    title = fit(f"✅ {what}: ", shown) if shown else f"✅ {what}"
     md: list[str] = []
     txt: list[str] = []
     for track in doc.get("tracks") or []:
@@ -128,9 +180,9 @@ def _success(doc: Mapping[str, Any]) -> Message:
         txt += [f"  {line}" for line in first_lines]
         md.append("")
         txt.append("")
-    for link in doc.get("links") or []:
-        md.append(f"- [{link['label']}]({link['url']})")
-        txt.append(f"{link['label']}: {link['url']}")
+    for item in doc.get("links") or []:
+        md.append(f"- [{item['label']}]({item['url']})")
+        txt.append(f"{item['label']}: {item['url']}")
     details = doc.get("details") or {}
     if details.get("instruments"):
         line = f"Instruments: {', '.join(details['instruments'])} ({details.get('notes', 0)} notes)"
@@ -139,10 +191,46 @@ def _success(doc: Mapping[str, Any]) -> Message:
     if details.get("voice_id"):
         md.append(f"Voice id: `{details['voice_id']}`")
         txt.append(f"Voice id: {details['voice_id']}")
+    if link:
+        md.append(f"[Open in relay]({link})")
+        txt.append(f"Open in relay: {link}")
     if doc.get("task_id"):
         md.append(f"Task: `{doc['task_id']}`")
         txt.append(f"Task: {doc['task_id']}")
-    return Message("success", title, "\n".join(md).strip(), "\n".join(txt).strip())
+    tracks = doc.get("tracks") or []
+    played = " · ".join(
+        " ".join(p for p in (t.get("title") or "Untitled track", mmss(t.get("duration"))) if p) for t in tracks
+    )
+    task = f"task {doc['task_id']}" if doc.get("task_id") else ""
+    what_done = "" if what == "Music ready" and played else what
+    entry = "✅ " + " · ".join(p for p in (what_done, played or ", ".join(names), task) if p)
+    target = link or next((t.get("audio_url") or t.get("stream_audio_url") for t in tracks), None)
+    target = target or next((item["url"] for item in doc.get("links") or []), None)
+    return Message(
+        "success",
+        title,
+        "\n".join(md).strip(),
+        "\n".join(txt).strip(),
+        "success",
+        entry,
+        _entry_markdown(entry, target),
+        target,
+        _cover(doc),
+    )
+
+
+def _entry_markdown(entry: str, link: str | None) -> str:
+    return f"{entry} · [open]({link})" if link else entry
+
+
+def _cover(doc: Mapping[str, Any]) -> str | None:
+    """The picture to attach: the first track's cover, or a cover task's first image."""
+    for track in doc.get("tracks") or []:
+        if track.get("image_url"):
+            return str(track["image_url"])
+    if doc.get("kind") == "cover":
+        return next((str(item["url"]) for item in doc.get("links") or []), None)
+    return None
 
 
 def _track_lines(track: dict[str, Any], md: list[str], txt: list[str]) -> None:
@@ -163,12 +251,11 @@ def _track_lines(track: dict[str, Any], md: list[str], txt: list[str]) -> None:
     txt.append("")
 
 
-def digest(messages: list[Message]) -> Message:
-    """Many alerts folded into one, for a target that would otherwise get a burst of pushes."""
-    failures = sum(1 for m in messages if m.category == "failure")
-    title = f"relay: {len(messages)} updates" + (f" ({failures} failed)" if failures else "")
-    md = [f"- {m.title}" for m in messages]
-    return Message("digest", title, "\n".join(md), "\n".join(md))
+def warning(title: str, text: str, link: str | None = None) -> Message:
+    """A problem with relay itself (URL changed, alerts dying, a lost task, the archive stopped)."""
+    title = fit("⚠️ ", title.removeprefix("⚠️ "))
+    entry = f"{title} · {text.splitlines()[0]}" if text else title
+    return Message("warning", title, text, text, "warning", entry, _entry_markdown(entry, link), link)
 
 
 def url_changed(old: str | None, new: str) -> Message:
@@ -177,7 +264,7 @@ def url_changed(old: str | None, new: str) -> Message:
         f"The public callback URL changed from {old or '(none)'} to {new}. Tasks submitted with the old "
         "callBackUrl will not call back; resubmit them, or set tunnel.domain for a URL that survives restarts."
     )
-    return Message("failure", "⚠️ relay: callback URL changed", text, text)
+    return warning("relay: callback URL changed", text)
 
 
 def downloads_paused(reason: str) -> Message:
@@ -186,10 +273,10 @@ def downloads_paused(reason: str) -> Message:
         f"relay stopped downloading files: {reason}. The log keeps working; downloads resume by themselves when "
         "there is room (free some space, or raise archive.max_total_bytes)."
     )
-    return Message("failure", "⚠️ relay: downloads paused", text, text)
+    return Message("failure", "⚠️ relay: downloads paused", text, text, type="warning")
 
 
 def test_message() -> Message:
     """`relay notify-test`."""
     text = "This is a test alert from relay. If you can read it, this target works."
-    return Message("test", "relay test alert", text, text)
+    return Message("test", "relay test alert", text, text, "info", "relay test alert")

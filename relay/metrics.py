@@ -17,11 +17,13 @@ class _Gauges(Collector):
     """Values read when scraped (outbox depth, tunnel state, log size) rather than pushed."""
 
     def __init__(self) -> None:
-        self.sources: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.sources: dict[str, tuple[str, Callable[[], float | None]]] = {}
 
     def collect(self) -> Any:
         for name, (doc, read) in self.sources.items():
-            yield GaugeMetricFamily(name, doc, value=read())
+            value = read()
+            if value is not None:  # None: the value does not apply (no tunnel at all), so no series
+                yield GaugeMetricFamily(name, doc, value=value)
 
 
 class Metrics:
@@ -52,8 +54,8 @@ class Metrics:
         self.up = Gauge("relay_up", "1 while relay serves", registry=self.registry)
         self.up.set(1)
 
-    def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
-        """Expose a value computed at scrape time."""
+    def gauge(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
+        """Expose a value computed at scrape time (None leaves the series out)."""
         self._gauges.sources[name] = (doc, read)
 
     def observe_delivery(self, doc: Mapping[str, Any], seconds: float) -> None:

@@ -7,21 +7,29 @@ deliveries alert, sends through Apprise, and keeps a target from getting more th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from relay import messages
 from relay.alerts import AlertSender, Target
 from relay.config import NotifySettings
+from relay.covers import ArchivedLookup, Covers, make_fetcher
+from relay.digest import digest
 from relay.job_files import archived_for_task
 from relay.jobs import Attempt, Job, JobQueue, JobSpec
 from relay.messages import Message
 from relay.metrics import Metrics
 from relay.model import Delivery
 
+logger = logging.getLogger("relay.outbox")
+
 KIND = "alerts"
+#: What a job stores of its message (the job row is the message, so it survives restarts).
+_FIELDS = ("category", "title", "markdown", "text", "type", "entry", "entry_markdown", "link", "image")
 
 
 class AlertKind:
@@ -30,14 +38,20 @@ class AlertKind:
     name = KIND
     done_state = "sent"
 
-    def __init__(self, sender: AlertSender, settings: NotifySettings, metrics: Metrics) -> None:
+    def __init__(
+        self, sender: AlertSender, settings: NotifySettings, metrics: Metrics, covers: Covers | None = None
+    ) -> None:
         self.sender = sender
+        #: Where cover pictures come from; the runtime points it at the archive once there is one.
+        self.covers = covers or Covers(make_fetcher(settings.cover_allow_private))
         self.settings = settings
         self.metrics = metrics
         self.give_up_after = settings.give_up_after * 3600
         self.retry_base = settings.retry_base
         self.retry_max = settings.retry_max
         self.per_target = 1  # one push at a time per target keeps the burst accounting exact
+        #: Told (target, reason) when a target fails an alert for good, so the other targets can say so.
+        self.on_dead: Callable[[Target, str], None] | None = None
         self._sent_times: dict[str, deque[float]] = {}
         #: Where a delivery's files are saved (the archive sets it), so a success alert can say so.
         self.saved_to: Callable[[Delivery], str | None] = lambda delivery: None
@@ -52,11 +66,10 @@ class AlertKind:
     ) -> JobSpec:
         """The job for one message to the targets that want its category."""
         chosen = [t for t in (targets or self.sender.targets) if t.wants(message.category)]
-        data = {"category": message.category, "title": message.title, "markdown": message.markdown}
         return JobSpec(
             key=key,
             targets=[(t.key, t.masked) for t in chosen],
-            data={**data, "text": message.text},
+            data={name: getattr(message, name) for name in _FIELDS},
             task_id=task_id,
             delivery_id=delivery_id,
         )
@@ -65,7 +78,7 @@ class AlertKind:
         """One alert per distinct outcome that `notify.events` (or a failure) calls for."""
         if not self.sender.targets or messages.category(delivery, self.settings.events) is None:
             return []
-        message = messages.build(delivery, saved_to=self.saved_to(delivery))
+        message = messages.build(delivery, self.settings.link_base, saved_to=self.saved_to(delivery))
         return [self.spec(message, messages.outcome_key(delivery), delivery.get("task_id"), delivery["id"])]
 
     def plan(self, target: str, due: list[Job], now: float) -> tuple[list[list[Job]], float | None]:
@@ -86,10 +99,19 @@ class AlertKind:
         if plugin is None:  # a target removed from the config since the alert was queued
             return [Attempt(False, "no longer configured", retry=False)] * len(jobs)
         rows = [_message(job.data) for job in jobs]
-        message = rows[0] if len(rows) == 1 else messages.digest(rows)
-        result = await self.sender.send(plugin, message)
+        message = rows[0] if len(rows) == 1 else digest(rows)
+        image = None
+        if message.image and self.settings.attach_covers and plugin.shows_pictures:
+            image = await self.covers.image(message.image, jobs[0].task_id)
+        result = await self.sender.send(plugin, message, image)
         self.metrics.alerts.labels(result="sent" if result.ok else "failed").inc()
         if not result.ok:
+            logger.warning(
+                "alert to %s failed (attempt %d): %s", plugin.masked, max(j.attempts for j in jobs) + 1, result.error
+            )
+            # The queue gives up on a job whose first attempt is older than give_up_after (jobs.py, _record).
+            if self.on_dead is not None and any(time.time() - j.created >= self.give_up_after for j in jobs):
+                self.on_dead(plugin, result.error or "failed")
             return [Attempt(False, result.error)] * len(jobs)
         # Only pushes that arrived use up the burst allowance: retries of a failing alert reached nobody,
         # and counting them would hold the alert back for a whole burst window.
@@ -101,7 +123,31 @@ class AlertKind:
 
 
 def _message(row: dict[str, Any]) -> Message:
-    return Message(row["category"], row["title"], row["markdown"], row["text"])
+    """The message a job row holds (rows queued by an older relay lack the newer fields)."""
+    known = {name: row[name] for name in _FIELDS if row.get(name) is not None}
+    known.setdefault("type", {"success": "success", "failure": "failure"}.get(row["category"], "info"))
+    return Message(**known)
+
+
+def archived_cover(queue: JobQueue) -> ArchivedLookup:
+    """A lookup of files other job kinds (the archive) finished: (task id, URL) -> the file, if it is there."""
+
+    def lookup(task_id: str | None, url: str) -> Path | None:
+        if not task_id:
+            return None
+        for kind in queue.kinds:
+            if kind == KIND:
+                continue
+            for row in queue.for_task(kind, task_id):
+                if url not in (row.get("url"), row.get("key")):
+                    continue
+                for entry in row.get("targets") or []:
+                    path = entry.get("path")
+                    if entry.get("state") not in ("pending", "dead", "failed") and path and Path(path).is_file():
+                        return Path(path)
+        return None
+
+    return lookup
 
 
 class Outbox:
@@ -111,6 +157,21 @@ class Outbox:
         self.queue = queue
         self.kind = kind
         self.sender = kind.sender
+        kind.on_dead = self.target_dying
+
+    def target_dying(self, target: Target, reason: str) -> None:
+        """A target's alerts are being given up: warn the other targets, once a day per target."""
+        others = [t for t in self.sender.targets if t.key != target.key]
+        if not others:
+            return
+        hours = self.kind.settings.give_up_after
+        text = (
+            f"relay gave up alerts to {target.masked} after {hours:g} h of failures: {reason}. "
+            "`relay notify-test` tries every target; `relay show TASK_ID` lists what was not delivered."
+        )
+        message = messages.warning(f"relay gave up alerts to {target.masked}", text)
+        key = f"dead:{target.key}:{time.strftime('%Y-%m-%d', time.gmtime())}"
+        self.queue.spawn(self.queue.enqueue(KIND, self.kind.spec(message, key, targets=others)))
 
     async def enqueue(self, message: Message, key: str, task_id: str | None = None) -> int | None:
         """Queue an alert that no delivery called for (URL changed, a lost task, …)."""

@@ -17,7 +17,8 @@ from typing import Any
 
 KINDS = ("music", "lyrics", "wav", "stems", "midi", "video", "cover", "voice", "unknown")
 STAGE_RANK = {"text": 1, "first": 2, "complete": 3, "error": 3}
-STATE_RANK = {"text": 1, "first": 2, "complete": 3, "failed": 3}
+#: `complete` outranks `failed`: a `complete` after an `error` carries the task's tracks, so that is what it reached.
+STATE_RANK = {"text": 1, "first": 2, "failed": 3, "complete": 4}
 _FAILED_STATUSES = {"failed", "fail", "error", "processing_validate_fail", "create_task_failed"}
 
 
@@ -329,8 +330,9 @@ def outcome(stage: str | None, ok: bool | None) -> str | None:
 
 
 def advance(state: str | None, stage: str | None, ok: bool | None) -> str | None:
-    """A task's state after one more delivery. It only moves forward (text, first, then complete or
-    failed, whichever came first), so a late `first` or a retried older stage never hides a finished task."""
+    """A task's state after one more delivery. It only moves forward (text, first, failed, complete), so a late
+    `first` or a retried older stage never hides a finished task, while a `complete` after an `error` (the provider
+    produced the tracks after all) makes the task complete."""
     new = outcome(stage, ok)
     if new is None or STATE_RANK[new] <= STATE_RANK.get(state or "", 0):
         return state

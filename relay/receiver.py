@@ -21,8 +21,9 @@ RECEIVED = b'{"status":"received"}'
 
 
 class _TooLarge(Exception):
-    def __init__(self, head: bytes) -> None:
+    def __init__(self, head: bytes, received: int) -> None:
         self.head = head
+        self.received = received
 
 
 class CallbackReceiver:
@@ -54,8 +55,9 @@ class CallbackReceiver:
             return JSONResponse({"error": "not found"}, status_code=404)
         received_at = now_iso()
         host = request.headers.get("x-forwarded-host") or request.headers.get("host")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
+        length = request.headers.get("content-length", "")
+        declared = int(length) if length.isdigit() else None
+        if declared is not None and declared > self.max_body_bytes:
             return await self._reject(
                 b"",
                 f"body of {declared} bytes exceeds max_body_bytes",
@@ -64,10 +66,13 @@ class CallbackReceiver:
                 host,
                 "too_large",
                 truncated=True,
+                received=0,
+                declared=declared,
             )
+        progress = [0]  # bytes received so far, for the record of a body that times out
         try:
             async with asyncio.timeout(self.body_timeout):
-                raw = await self._read(request)
+                raw = await self._read(request, progress)
         except _TooLarge as exc:
             return await self._reject(
                 exc.head,
@@ -77,6 +82,8 @@ class CallbackReceiver:
                 host,
                 "too_large",
                 truncated=True,
+                received=exc.received,
+                declared=declared,
             )
         except TimeoutError:
             return await self._reject(
@@ -87,6 +94,8 @@ class CallbackReceiver:
                 host,
                 "timeout",
                 truncated=True,
+                received=progress[0],
+                declared=declared,
             )
         except ClientDisconnect:
             self.metrics.rejected.labels(reason="disconnect").inc()
@@ -110,14 +119,13 @@ class CallbackReceiver:
         self.metrics.observe_delivery(doc, time.perf_counter() - started)
         return Response(RECEIVED, media_type="application/json")
 
-    async def _read(self, request: Request) -> bytes:
+    async def _read(self, request: Request, progress: list[int]) -> bytes:
         chunks: list[bytes] = []
-        size = 0
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
+            progress[0] += len(chunk)
+            if progress[0] > self.max_body_bytes:
                 chunks.append(chunk)
-                raise _TooLarge(b"".join(chunks)[: self.max_body_bytes])
+                raise _TooLarge(b"".join(chunks)[: self.max_body_bytes], progress[0])
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -130,10 +138,13 @@ class CallbackReceiver:
         host: str | None,
         metric: str,
         truncated: bool = False,
+        received: int | None = None,
+        declared: int | None = None,
     ) -> Response:
         self.metrics.rejected.labels(reason=metric).inc()
+        doc = rejected_doc(raw, reason, status, received_at, host, truncated, received, declared)
         try:
-            await self.store.record_rejected(rejected_doc(raw, reason, status, received_at, host, truncated))
+            await self.store.record_rejected(doc)
         except StoreError as exc:
             logger.error("could not record a rejected request: %s", exc)
         logger.warning("rejected a callback (%s): %s", status, reason)

@@ -1,67 +1,141 @@
-"""Plain-text views of the log for the terminal."""
+"""Views of the log for the terminal: the rows `relay log` and `relay show` list, and `relay show`'s text."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from relay.formatting import mmss, titles
+from relay.formatting import mmss, plural, titles
+from relay.output import Column
+from relay.redact import mask_url
 
 
-def _cell(value: Any, width: int) -> str:
-    text = "" if value is None else str(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+def short_time(value: Any) -> str:
+    """`2026-11-25T04:01:22.354Z` as `2026-11-25 04:01:22`: to the second, for a table."""
+    text = str(value or "")
+    return text[:19].replace("T", " ") if len(text) >= 19 and text[10:11] == "T" else text
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
+def _result_colour(text: str) -> str | None:
+    return "red" if text.startswith("FAILED") else ("green" if text.startswith("ok") else None)
 
 
-def _result(doc: dict[str, Any]) -> str:
-    result = {True: "ok", False: "FAILED", None: "-"}[doc.get("ok")]
+def _alert_colour(text: str) -> str | None:
+    return {"dead": "red", "pending": "yellow", "sent": "green", "digested": "green"}.get(text)
+
+
+def _status_colour(text: str) -> str | None:
+    return "red" if text.startswith("5") else "yellow"
+
+
+DELIVERY_COLUMNS = (
+    Column("received_at", "RECEIVED (UTC)", brief=short_time),
+    Column("task_id", "TASK", flexible=True),
+    Column("kind", "KIND"),
+    Column("stage", "STAGE"),
+    Column("result", "RESULT", colour=_result_colour),
+    Column("alert", "ALERT", colour=_alert_colour),
+    Column("titles", "TITLES", flexible=True),
+)
+
+REJECTED_COLUMNS = (
+    Column("received_at", "RECEIVED (UTC)", brief=short_time),
+    Column("status", "STATUS", colour=_status_colour),
+    Column("size", "SIZE"),
+    Column("reason", "REASON", flexible=True),
+    Column("body", "BODY", flexible=True),
+)
+
+ITEM_COLUMNS = (
+    Column("received_at", "RECEIVED (UTC)", brief=short_time),
+    Column("stage", "STAGE"),
+    Column("result", "RESULT", colour=_result_colour),
+    Column("title", "TITLE", flexible=True),
+    Column("duration", "DURATION"),
+    Column("url", "URL", flexible=True),
+    Column("image_url", "IMAGE", flexible=True),
+)
+
+
+def result(doc: dict[str, Any]) -> str:
+    """`ok`, `FAILED 451`, `-`, with `(dup)` for a repeated delivery."""
+    shown = {True: "ok", False: "FAILED", None: "-"}[doc.get("ok")]
     if doc.get("ok") is False and doc.get("code") is not None:
-        result += f" {doc['code']}"
-    return result + (" (dup)" if doc.get("duplicate") else "")
+        shown += f" {doc['code']}"
+    return shown + (" (dup)" if doc.get("duplicate") else "")
 
 
-def delivery_table(docs: list[dict[str, Any]], alerts: dict[int, str]) -> str:
-    """`relay log`: one line per delivery, oldest first."""
-    if not docs:
-        return "no deliveries"
-    rows = [
-        [
-            _cell(d.get("received_at"), 24),
-            _cell(d.get("task_id") or "-", 36),
-            d.get("kind") or "-",
-            d.get("stage") or "-",
-            _result(d),
-            alerts.get(d.get("id", 0), "-"),
-            _cell(", ".join(titles(d)), 40),
-        ]
+def delivery_rows(docs: list[dict[str, Any]], alerts: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`relay log`: one row per delivery, oldest first, with the state of the alert it caused."""
+    return [
+        {
+            "received_at": d.get("received_at"),
+            "task_id": d.get("task_id") or "-",
+            "kind": d.get("kind") or "-",
+            "stage": d.get("stage") or "-",
+            "result": result(d),
+            "alert": (alerts.get(d.get("id", 0)) or {}).get("state") or "-",
+            "titles": ", ".join(titles(d)),
+        }
         for d in docs
     ]
-    return _table(["RECEIVED", "TASK", "KIND", "STAGE", "RESULT", "ALERT", "TITLES"], rows)
 
 
-def rejected_table(docs: list[dict[str, Any]]) -> str:
-    """`relay log --rejected`: time, reason, size and the body (text, or base64 when not UTF-8)."""
-    if not docs:
-        return "no rejected requests"
-    out = []
-    for d in docs:
-        body = d.get("body") if "body" in d else f"base64:{d.get('body_base64', '')}"
-        out.append(f"{d.get('received_at')}  {d.get('status')}  {d.get('size')} bytes  {d.get('reason')}")
-        out.append(f"    {_cell(body, 200)!s}")
-    return "\n".join(out)
+def size_text(doc: dict[str, Any]) -> str:
+    """A rejected body's size: what it declared, or what arrived (before the limit or the timeout stopped it)."""
+    declared, received = doc.get("declared"), doc.get("received")
+    size = doc.get("size") or 0
+    if declared and declared > (received or 0):
+        return f"{declared} declared"
+    if doc.get("truncated") and received is not None:
+        return f"{received} received"
+    return str(size)
+
+
+def rejected_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`relay log --rejected`: time, status, size, reason and the body (text, or base64 when not UTF-8)."""
+    return [
+        {
+            "received_at": d.get("received_at"),
+            "status": d.get("status"),
+            "size": size_text(d),
+            "reason": d.get("reason"),
+            "body": d.get("body") if "body" in d else f"base64:{d.get('body_base64', '')}",
+        }
+        for d in docs
+    ]
+
+
+def item_rows(deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`relay show --csv/--nl`: one row per track, link or lyric a task's deliveries carry."""
+    rows: list[dict[str, Any]] = []
+    for d in deliveries:
+        base = {"received_at": d.get("received_at"), "stage": d.get("stage"), "result": result(d)}
+        for t in d.get("tracks") or []:
+            url = t.get("audio_url") or t.get("stream_audio_url")
+            rows.append(
+                {**base, "title": t.get("title"), "duration": mmss(t.get("duration")), "url": url,
+                 "image_url": t.get("image_url")}
+            )  # fmt: skip
+        rows += [{**base, "title": link["label"], "url": link["url"]} for link in d.get("links") or []]
+        rows += [{**base, "title": lyric.get("title") or "lyrics"} for lyric in d.get("lyrics") or []]
+        if not (d.get("tracks") or d.get("links") or d.get("lyrics")):
+            rows.append({**base, "title": d.get("error") or d.get("msg")})
+    return rows
+
+
+def mask_targets(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alert rows with every target shown masked (rows written by an older relay kept Apprise's own form)."""
+    return [
+        {**a, "targets": [{**t, "target": mask_url(str(t.get("target") or ""))} for t in a.get("targets") or []]}
+        for a in alerts
+    ]
 
 
 def show_task(task_id: str, state: str | None, deliveries: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> str:
-    """`relay show`: deliveries, tracks and links, then alerts with per-target results."""
+    """`relay show`: deliveries, tracks and links, then alerts with per-target results and reasons."""
     out = [f"task {task_id}: {state or 'unknown'}", ""]
     for d in deliveries:
-        head = f"{d.get('received_at')}  {d.get('kind')}  stage={d.get('stage') or '-'}  {_result(d)}"
+        head = f"{d.get('received_at')}  {d.get('kind')}  stage={d.get('stage') or '-'}  {result(d)}"
         out.append(head)
         if d.get("ok") is False:
             out.append(f"    {d.get('error') or d.get('msg') or ''}".rstrip())
@@ -80,9 +154,9 @@ def show_task(task_id: str, state: str | None, deliveries: list[dict[str, Any]],
         for lyric in d.get("lyrics") or []:
             out.append(f"    lyrics: {lyric.get('title') or 'untitled'}")
     out += ["", "alerts:" if alerts else "alerts: none"]
-    for a in alerts:
+    for a in mask_targets(alerts):
         out.append(f"  {a.get('title')}  [{a.get('state')}]")
         for t in a.get("targets") or []:
-            line = f"    {t.get('target')}: {t.get('state')} after {t.get('attempts')} attempt(s)"
+            line = f"    {t.get('target')}: {t.get('state')} after {plural(t.get('attempts') or 0, 'attempt')}"
             out.append(line + (f" ({t['error']})" if t.get("error") else ""))
     return "\n".join(out)

@@ -14,14 +14,16 @@ from relay.app import AdminServices
 from relay.archive.downloads import DownloadKind
 from relay.archive.service import ArchiveService
 from relay.config import Settings
+from relay.formatting import plural
 from relay.forward.kind import ForwardKind
 from relay.forward.service import DownloadJobs, Forwards
 from relay.jobs import JobKind, JobQueue
 from relay.metrics import Metrics
-from relay.outbox import AlertKind, Outbox
+from relay.outbox import AlertKind, Outbox, archived_cover
 from relay.receiver import CallbackReceiver
 from relay.store import DeliveryStore
 from relay.tunnel import Tunnel, make_tunnel
+from relay.web.events import EventBroker
 
 logger = logging.getLogger("relay")
 
@@ -47,11 +49,16 @@ class Relay:
         #: so a forward with `after = "archived"` finds the delivery's downloads already queued.
         self.kinds: list[JobKind] = [alerts, *([self.downloads] if self.downloads else []), self.forward_kind]
         self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
+        #: What the page hears live: every recorded delivery and every job state change.
+        self.events = EventBroker()
+        self.store.subscribe(self.events.delivery)
+        self.jobs.subscribe(self.events.job)
         self.outbox = Outbox(self.jobs, alerts)
         self.archive = ArchiveService(settings.archive_dir, self.jobs, self.downloads)
         alerts.saved_to = self.archive.saved_to
         self.forward_kind.archive = DownloadJobs(self.jobs)
         self.forwards = Forwards(self.jobs, self.forward_kind, self.outbox, self.metrics)
+        alerts.covers.archived = archived_cover(self.jobs)  # a cover the archive already has is not fetched again
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
         self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self._url_changed)
@@ -65,7 +72,11 @@ class Relay:
         self._stack = contextlib.AsyncExitStack()
         self.metrics.gauge("relay_outbox_depth", "Alerts waiting to be delivered", lambda: self.outbox.pending)
         self.metrics.gauge("relay_dead_alerts", "Alerts given up on", lambda: self.outbox.dead)
-        self.metrics.gauge("relay_tunnel_up", "1 while the tunnel is up", lambda: float(self.tunnel.state == "up"))
+        self.metrics.gauge(
+            "relay_tunnel_up",
+            "1 while the tunnel (or tunnel.public_url) is up; absent without any public URL",
+            lambda: None if self.tunnel.state == "disabled" else float(self.tunnel.state == "up"),
+        )
         self.metrics.gauge(
             "relay_log_live_records",
             "Deliveries in the live log file",
@@ -132,11 +143,8 @@ class Relay:
         """For systemd's STATUS=: the URL (token masked) and counts."""
         url = self.tunnel.public_url
         where = f"{url}/callback/****" if url else "no public URL"
-        live, pending = len(self.store.db.table("callbacks")), self.outbox.pending
-        return (
-            f"{where}; {live} live {'delivery' if live == 1 else 'deliveries'}; "
-            f"{pending} {'alert' if pending == 1 else 'alerts'} pending, {self.outbox.dead} dead"
-        )
+        live = plural(len(self.store.db.table("callbacks")), "live delivery", "live deliveries")
+        return f"{where}; {live}; {plural(self.outbox.pending, 'alert')} pending, {self.outbox.dead} dead"
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy when the log can be written, the tunnel (if any) is up and alerts are not dying."""
@@ -196,8 +204,13 @@ class Relay:
             callback_url=self.callback_url,
             public_url_problem=self.public_url_problem,
             health=self.health,
-            alerts_for_task=self.outbox.for_task,
-            archive=self.archive,
+            outbox_path=self.settings.outbox_path,
+            local_callback_url=self.local_callback_url,
+            events=self.events,
+            settings=self.settings.admin,
+            archive=self.archive if self.archive.enabled else None,
+            local_copy=self.archive.local_copy,
+            archive_bytes=self.archive.total_bytes,
             forwards=self.forwards,
         )
 

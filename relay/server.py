@@ -18,6 +18,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from relay.app import create_admin_app, create_public_app
 from relay.config import Settings, ensure_token
 from relay.errors import RelayError
+from relay.journal import ensure_unlocked
+from relay.log_once import OncePerProcess
 from relay.redact import RedactingFilter, mask_token
 from relay.runtime import Relay
 from relay.sd_notify import SystemdNotifier
@@ -50,6 +52,9 @@ def configure_logging(settings: Settings, redactor: RedactingFilter) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, OncePerProcess) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(OncePerProcess())  # two servers, one process
     logging.getLogger("pyngrok").setLevel(max(logging.WARNING, root.level))
 
 
@@ -112,6 +117,8 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, token: str) -> int:
+    for path in (settings.log_path, settings.outbox_path):  # "another relay owns this log" beats "port in use"
+        ensure_unlocked(path)
     public_sock = bind(settings.server.host, settings.server.port, "server")
     admin_sock = bind(settings.admin.host, settings.admin.port, "admin")
     notifier = SystemdNotifier.from_environment()
@@ -139,6 +146,7 @@ async def _serve(settings: Settings, token: str) -> int:
     logger.info("shutting down: draining in-flight requests")
     notifier.stopping()
     public.should_exit = admin.should_exit = True
+    relay.events.close()  # open pages' event streams would otherwise hold the drain for its whole timeout
     await asyncio.gather(*servers, return_exceptions=True)
     watchdog.cancel()
     stop_wait.cancel()
@@ -156,7 +164,7 @@ def _announce(settings: Settings, relay: Relay, admin_sock: socket.socket) -> No
         lines.append(f"callback URL: {mask_token(url)}  (`relay url` prints it whole)")
     else:
         lines.append(f"no public callback URL: {relay.public_url_problem()}")
-        lines.append(f"local callback URL: {mask_token(relay.local_callback_url())}  (`relay url` needs a public one)")
+        lines.append(f"local callback URL: {mask_token(relay.local_callback_url())}  (`relay url --local` prints it)")
     host, port = admin_sock.getsockname()[:2]
     lines.append(f"admin page: http://{host}:{port}/")
     for line in lines:

@@ -39,10 +39,11 @@ class Tunnel(Protocol):
 class FixedUrl:
     """`provider = "none"`: the user's own reverse proxy, Cloudflare or Tailscale serves `public_url`."""
 
-    def __init__(self, public_url: str) -> None:
+    def __init__(self, public_url: str, problem: str | None = None) -> None:
         self.public_url = public_url or None
-        self.state = "disabled"
-        self.problem = "" if public_url else 'tunnel.provider is "none" and tunnel.public_url is empty'
+        # A fixed URL is "up" (relay_tunnel_up 1, as /healthz agrees); without one there is no tunnel at all.
+        self.state = "up" if public_url else "disabled"
+        self.problem = "" if public_url else (problem or 'tunnel.provider is "none" and tunnel.public_url is empty')
 
     async def start(self) -> None:
         """Nothing to open."""
@@ -63,16 +64,8 @@ class AgentFiles:
 def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) -> Tunnel:
     """The tunnel `[tunnel]` asks for; ngrok without an authtoken (or agent config) means no tunnel."""
     tunnel = settings.tunnel
-    if tunnel.provider == "none":
-        return FixedUrl(tunnel.public_url)
-    if tunnel.ngrok_without_credentials:
-        fixed = FixedUrl(tunnel.public_url)
-        if not tunnel.public_url:
-            fixed.problem = (
-                "no ngrok authtoken: set tunnel.authtoken or NGROK_AUTHTOKEN for an ngrok tunnel, "
-                'or tunnel.provider = "none" with tunnel.public_url'
-            )
-        return fixed
+    if tunnel.provider == "none" or tunnel.ngrok_without_credentials:
+        return FixedUrl(tunnel.public_url, tunnel.no_public_url_reason)
     agent = AgentFiles(settings.ngrok_agent_path, settings.ngrok_agent_config, settings.ngrok_pid_path)
     return NgrokTunnel(tunnel, local_port, on_url_change, agent)
 

@@ -141,48 +141,62 @@ def write_config(directory: Path, sections: dict[str, Any]) -> Path:
     return path
 
 
+def build_relay(
+    directory: Path, start: bool = True, env: dict[str, str] | None = None, **overrides: Any
+) -> RelayProcess:
+    """A relay in `directory` on fresh loopback ports, with config overrides: build_relay(d, notify={...})."""
+    port, admin_port = free_port(), free_port()
+    sections: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port, "token": TOKEN},
+        "admin": {"host": "127.0.0.1", "port": admin_port},
+        "storage": {
+            "state_dir": str(directory / "state"),
+            "path": str(directory / "state" / "callbacks.json"),
+        },
+        "tunnel": {"provider": "none", "public_url": "https://relay.example.test"},
+        # attach_covers off: the family's cover links name hosts off this machine (tests reach only loopback).
+        "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0, "attach_covers": False},
+        # Off unless a test turns it on (pointing it at a loopback asset server): fixture payloads link to
+        # hosts on the internet (https://example.cn/...), and tests never send traffic beyond loopback.
+        "archive": {"enabled": False},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, list):
+            sections[section] = values
+        else:
+            sections.setdefault(section, {}).update(values)
+    config = write_config(directory, sections)
+    process_env = {k: v for k, v in os.environ.items() if k not in ("RELAY_TOKEN", "NGROK_AUTHTOKEN")}
+    process_env.update({"NO_PROXY": "*", "HOME": str(directory), **(env or {})})
+    relay = RelayProcess(directory, config, port, admin_port, process_env)
+    return relay.start() if start else relay
+
+
+def end_relay(relay: RelayProcess) -> None:
+    """Stop a relay a test started, if it still runs."""
+    if relay.proc is not None and relay.proc.poll() is None:
+        # SIGTERM first, so relay stops its ngrok agent; SIGKILL would leave the agent running.
+        relay.proc.terminate()
+        try:
+            relay.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            relay.proc.kill()
+            relay.proc.wait(10)
+
+
 @pytest.fixture
 def make_relay(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
     """Build (and finally stop) relay processes with config overrides: make_relay(notify={...})."""
     made: list[RelayProcess] = []
 
     def factory(start: bool = True, env: dict[str, str] | None = None, **overrides: Any) -> RelayProcess:
-        port, admin_port = free_port(), free_port()
-        sections: dict[str, Any] = {
-            "server": {"host": "127.0.0.1", "port": port, "token": TOKEN},
-            "admin": {"host": "127.0.0.1", "port": admin_port},
-            "storage": {
-                "state_dir": str(tmp_path / "state"),
-                "path": str(tmp_path / "state" / "callbacks.json"),
-            },
-            "tunnel": {"provider": "none", "public_url": "https://relay.example.test"},
-            "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0},
-            # Off unless a test turns it on (pointing it at a loopback asset server): fixture payloads link to
-            # hosts on the internet (https://example.cn/...), and tests never send traffic beyond loopback.
-            "archive": {"enabled": False},
-        }
-        for section, values in overrides.items():
-            if isinstance(values, list):
-                sections[section] = values
-            else:
-                sections.setdefault(section, {}).update(values)
-        config = write_config(tmp_path, sections)
-        process_env = {k: v for k, v in os.environ.items() if k not in ("RELAY_TOKEN", "NGROK_AUTHTOKEN")}
-        process_env.update({"NO_PROXY": "*", "HOME": str(tmp_path), **(env or {})})
-        relay = RelayProcess(tmp_path, config, port, admin_port, process_env)
+        relay = build_relay(tmp_path, start=False, env=env, **overrides)
         made.append(relay)
         return relay.start() if start else relay
 
     yield factory
     for relay in made:
-        if relay.proc is not None and relay.proc.poll() is None:
-            # SIGTERM first, so relay stops its ngrok agent; SIGKILL would leave the agent running.
-            relay.proc.terminate()
-            try:
-                relay.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                relay.proc.kill()
-                relay.proc.wait(10)
+        end_relay(relay)
 
 
 # -- capture servers ------------------------------------------------------------------------------------------

@@ -35,12 +35,15 @@ def test_extracts_what_the_body_says(body: Any, expected: dict[str, Any]) -> Non
         (["complete", "first"], "complete"),
         (["first", "text"], "first"),
         (["first", "error"], "failed"),
-        (["error", "complete"], "failed"),
+        (["error", "complete"], "complete"),
+        (["complete", "error"], "complete"),
+        (["error", "first"], "failed"),
     ],
-    ids=["in-order", "late-first", "late-text", "fails-after-first", "first-terminal-wins"],
+    ids=["in-order", "late-first", "late-text", "fails-after-first", "complete-after-error", "error-after-complete",
+         "first-after-error"],
 )
 def test_task_state_only_moves_forward(sequence: list[str], state: str) -> None:
-    """A late `first` never hides a `complete`; the first terminal outcome stands."""
+    """A late `first` never hides a `complete`; a `complete` after an `error` (tracks exist) completes the task."""
     current = None
     for stage in sequence:
         current = advance(current, stage, stage != "error")

@@ -229,7 +229,7 @@ def test_retention_prunes_old_archives_at_start_and_by_command(make_relay: Any) 
 
     out = relay.cli("prune", "--older-than", "5d", check=True).stdout
     assert older.name in out
-    assert "1 archive file(s) removed" in out
+    assert "1 archive file removed" in out
     assert not older.exists()
     assert recent.exists()
 

@@ -38,10 +38,15 @@ def files_view(rows: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
                 "error": entry.get("error") if state != "done" else None,
                 "attempts": entry.get("attempts", 0),
                 "superseded": superseded or None,
-                "href": f"/files/{quote(folder, safe='')}/{quote(name, safe='')}" if state == "done" and path else None,
+                "href": file_href(folder, name) if state == "done" and path else None,
             }
         )
     return files
+
+
+def file_href(folder: str, name: str) -> str:
+    """Where the admin listener serves an archived file."""
+    return f"/files/{quote(folder, safe='')}/{quote(name, safe='')}"
 
 
 def task_files(outbox: Path, root: Path, task_id: str, delivery_ids: list[int]) -> list[dict[str, Any]]:

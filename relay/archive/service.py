@@ -9,7 +9,7 @@ from typing import Any
 
 from relay.archive import naming
 from relay.archive.downloads import KIND, DownloadKind
-from relay.archive.files import files_view
+from relay.archive.files import file_href, files_view
 from relay.archive.plan import plan
 from relay.errors import RelayError
 from relay.job_files import archived_for_task
@@ -37,6 +37,21 @@ class ArchiveService:
             return []
         rows = [*archived_for_task(self.queue.path, KIND, task_id, delivery_ids), *self.queue.for_task(KIND, task_id)]
         return files_view(rows, self.root)
+
+    def local_copy(self, task_id: str | None, url: str) -> str | None:
+        """relay's own path (`/files/<task>/<name>`) to the archived copy of `url`, or None (the page's players)."""
+        if self.kind is None or not task_id:
+            return None
+        for row in self.queue.for_task(KIND, task_id):
+            if row.get("url") == url and row.get("state") == "done":
+                entry = (row.get("targets") or [{}])[0]
+                if entry.get("state") == "done" and entry.get("path"):
+                    return file_href(row["folder"], row["name"])
+        return None
+
+    def total_bytes(self) -> int | None:
+        """The archive's size (None while it is off), for the page's health strip."""
+        return self.kind.budget.total if self.kind is not None else None
 
     def local_file(self, folder: str, name: str) -> Path | None:
         """A finished file of the archive, or None (part files and anything outside archive.dir are never served)."""

@@ -141,7 +141,7 @@ class Forwards:
             if key in seen:  # one alert per outcome, as the first time
                 continue
             seen.add(key)
-            message = messages.build(delivery)
+            message = messages.build(delivery, self.outbox.kind.settings.link_base)
             spec = self.outbox.kind.spec(message, f"replay:{key}:{nonce}", delivery.get("task_id"), delivery["id"])
             job = await self.queue.enqueue(ALERTS, spec)
             out["alerts"].append({"delivery_id": delivery["id"], "job": job, "title": message.title})

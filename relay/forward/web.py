@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from relay.csrf import CsrfTokens, same_origin
 from relay.forward.service import Forwards, ReplayError
+from relay.web.links import task_href
 
 #: A replay form or request body is a few fields; nothing bigger is read.
 MAX_FORM_BYTES = 16_384
@@ -51,7 +52,8 @@ def routes(forwards: Forwards, tokens: CsrfTokens) -> list[Route]:
         except ReplayError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         queued = len(result["forwards"]) + len(result["alerts"])
-        return RedirectResponse(f"/tasks/{quote(task_id, safe='')}?replayed={queued}", status_code=303)
+        page = task_href(task_id)  # ids that are only dots need the query form
+        return RedirectResponse(f"{page}{'&' if '?' in page else '?'}replayed={queued}", status_code=303)
 
     return [
         Route("/api/replay", api_replay, methods=["POST"]),

@@ -1,0 +1,46 @@
+"""What the admin app reads from the running relay, as plain values and callables (fakes are easy in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.archive.service import ArchiveService
+from relay.config import AdminSettings
+from relay.csrf import CsrfTokens
+from relay.forward.service import Forwards
+from relay.metrics import Metrics
+from relay.web.cards import LocalCopy, no_local_copy
+from relay.web.events import EventBroker
+
+
+def _none(*_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class AdminServices:
+    """The admin app's view of the running relay.
+
+    The last fields are hooks for parts that plug in later: the archive's local copies (`local_copy`,
+    `archive_bytes`) and the watch list (`watch_state`, `watched_waiting`); until then they answer None.
+    """
+
+    log_path: Path
+    metrics: Metrics
+    callback_url: Callable[[], str | None]
+    public_url_problem: Callable[[], str]
+    health: Callable[[], tuple[bool, dict[str, Any]]]
+    outbox_path: Path
+    local_callback_url: Callable[[], str]
+    events: EventBroker = field(default_factory=EventBroker)
+    settings: AdminSettings = field(default_factory=AdminSettings)
+    forwards: Forwards | None = None
+    archive: ArchiveService | None = None
+    csrf: CsrfTokens = field(default_factory=CsrfTokens)
+    local_copy: LocalCopy = no_local_copy
+    archive_bytes: Callable[[], int | None] = _none
+    watch_state: Callable[[str], str | None] = _none
+    watched_waiting: Callable[[], int | None] = _none
