@@ -108,6 +108,8 @@ def serve(settings: Settings) -> int:
     redactor.add(token)
     for secret in (
         settings.tunnel.authtoken.get_secret_value(),
+        settings.provider.api_key.get_secret_value(),
+        settings.provider.hmac_key.get_secret_value(),
         *(u.get_secret_value() for u in settings.notify.urls),
         *(f.secret.get_secret_value() for f in settings.forward),
         *(f.url for f in settings.forward),  # a webhook URL's path is often its only secret

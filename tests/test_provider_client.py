@@ -300,3 +300,21 @@ def test_hmac_signatures(body: Any, timestamp: str | None, sig: str | None, prob
     else:
         assert found is not None
         assert problem in found
+
+
+def test_client_against_the_loopback_fake(provider: Any) -> None:
+    """Over real HTTP: a submit creates a task, its polls follow the script, an unknown task has no data."""
+
+    async def go() -> tuple[str, list[str], Any]:
+        async with ProviderClient(provider.url, provider.key, rate_limit=100) as client:
+            task_id, _ = await client.submit(operations.find("wav"), {"callBackUrl": "https://x.test/callback/t"})
+            flags = [(await client.record_info("wav", task_id))["data"]["successFlag"] for _ in range(3)]
+            unknown = await client.record_info("wav", "nobody-knows")
+            return task_id, flags, unknown
+
+    task_id, flags, unknown = asyncio.run(go())
+    assert task_id.startswith("fake-wav-")
+    assert flags == ["PENDING", "SUCCESS", "SUCCESS"]
+    assert unknown["data"] is None
+    assert provider.submits()[0].body["callBackUrl"] == "https://x.test/callback/t"
+    assert all(r.headers["authorization"] == f"Bearer {provider.key}" for r in provider.requests)
