@@ -56,6 +56,8 @@ def configure_logging(settings: Settings, redactor: RedactingFilter) -> None:
     if not any(isinstance(f, OncePerProcess) for f in uvicorn_error.filters):
         uvicorn_error.addFilter(OncePerProcess())  # two servers, one process
     logging.getLogger("pyngrok").setLevel(max(logging.WARNING, root.level))
+    # One line per provider request (every poll_interval per watched task) is noise; relay logs what it learns.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def bind(host: str, port: int, what: str) -> socket.socket:

@@ -218,16 +218,18 @@ def test_401_stops_polling_with_one_alert_saying_why(
     assert "pk-wrong-key" not in result.stderr
 
 
-def test_tunnel_url_change_polls_tasks_in_flight_at_once(
-    make_relay: Any, provider: FakeProvider, ngrok_agent: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize("domain", ["", "relay-home.ngrok.app"], ids=["new-url", "same-url"])
+def test_tunnel_outage_polls_tasks_in_flight_at_once(
+    make_relay: Any, provider: FakeProvider, ngrok_agent: dict[str, str], tmp_path: Path, domain: str
 ) -> None:
-    """The ngrok agent dies and comes back on a new URL: watched tasks are polled then, not after poll_after."""
+    """The ngrok agent dies and comes back (on a new URL, or the same static one): watched tasks are polled then,
+    not after poll_after."""
     state_file = tmp_path / "fake.json"
     relay = start(
         make_relay,
         provider,
         provider={"poll_after": 3600},
-        tunnel=ngrok_agent,
+        tunnel={**ngrok_agent, "domain": domain},
         env={"FAKE_NGROK_STATE": str(state_file)},
     )
     relay.cli("watch", "in-flight", "--kind", "video", check=True)
@@ -236,7 +238,7 @@ def test_tunnel_url_change_polls_tasks_in_flight_at_once(
     assert provider.polls("in-flight") == []
     os.kill(first["pid"], signal.SIGKILL)
     wait_for(lambda: provider.polls("in-flight"), timeout=60)
-    assert json.loads(state_file.read_text())["public_url"] != first["public_url"]
+    assert (json.loads(state_file.read_text())["public_url"] == first["public_url"]) is bool(domain)
     assert watched(relay, "in-flight")["state"] == "polling"  # type: ignore[index]
 
 
@@ -272,6 +274,10 @@ def test_lost_after_give_up_with_one_alert(make_relay: Any, provider: FakeProvid
     assert len(lost) == 1
     assert "GENERATING" in lost[0]["message"] or "PENDING" in lost[0]["message"]
     assert "lost" in relay.cli("watch", "--list", check=True).stdout
+    relay.stop()
+    offline = relay.cli("watch", "--list", "--json", check=True)
+    assert json.loads(offline.stdout)["state"] == "lost"
+    assert "not running" in offline.stderr
 
 
 def test_bad_answers_are_retried_until_the_result(make_relay: Any, provider: FakeProvider) -> None:
@@ -350,6 +356,7 @@ def test_provider_key_in_no_output_log_or_file(make_relay: Any, provider: FakePr
     outputs = [relay.cli("submit", "lyrics", "--param", "prompt=x"), relay.cli("poll", "k1")]
     outputs.append(relay.cli("watch", "--list", "--json"))
     outputs.append(relay.cli("check"))
+    assert "API key set (****)" in outputs[-1].stdout
     provider.key = "another-key-now"  # the next request is refused: the 401 message must not echo the key either
     outputs.append(relay.cli("poll", "k1"))
     assert outputs[-1].returncode == 1
