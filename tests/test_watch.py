@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -395,3 +396,47 @@ def test_signed_callbacks(make_relay: Any, age: int | None, key: str, status: in
     assert "signature check failed" in rejected["reason"]
     assert read_all(relay.log_path) == []
     assert HMAC_KEY not in relay.read_output()
+
+
+def test_poll_after_the_callback_alerts_nothing_more(
+    make_relay: Any, provider: FakeProvider, capture: CaptureServer
+) -> None:
+    """The other way round: a callback alerted the result; a later poll finding it is a duplicate, no alert."""
+    relay = start(make_relay, provider, capture)
+    provider.script("called", "video", pa.success("video", "called"))
+    body = {"code": 200, "msg": "success", "data": {"task_id": "called", "video_url": pa.VIDEO["videoUrl"]}}
+    assert httpx.post(relay.callback_url + "?kind=video", json=body).status_code == 200
+    wait_for(lambda: any("Music video ready" in t for t in titles(capture)))
+    assert "SUCCESS -> done" in relay.cli("poll", "called", "--kind", "video", check=True).stdout
+    polled = logged(relay, "called")[-1]
+    assert (polled["source"], polled["duplicate"], polled["kind"]) == ("poll", True, "video")
+    everything = alert_once_more(relay, capture, 1)
+    assert sum("Music video ready" in t for t in everything) == 1
+
+
+def test_requests_are_spaced_by_the_rate_limit_and_430_slows_them(make_relay: Any, provider: FakeProvider) -> None:
+    """Six tasks due at once go out provider.rate_limit per second; when the provider still answers 430, relay
+    waits and every task ends all the same."""
+    relay = start(make_relay, provider, provider={"poll_after": 1, "rate_limit": 2})
+    tasks = [f"r{n}" for n in range(6)]
+    for task in tasks:  # through the API: the CLI's start-up would space them out by itself
+        provider.script(task, "wav", pa.success("wav", task))
+        watch = httpx.post(f"{relay.admin}/api/watch", json={"task_id": task, "kind": "wav"})
+        assert watch.status_code == 200
+    for task in tasks:
+        wait_for(state_is(relay, task, "done"))
+    times = sorted(r.at for r in provider.polls())
+    assert len(times) == 6
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) > 0.4  # 2 per second, less a little for the trip through the loopback
+
+    relay.stop()
+    relay = start(make_relay, provider, provider={"poll_after": 0, "rate_limit": 20})
+    provider.rate_limit = 1  # more than one request within a second gets code 430
+    more = [f"s{n}" for n in range(3)]
+    for task in more:
+        provider.script(task, "wav", pa.success("wav", task))
+        relay.cli("watch", task, "--kind", "wav", check=True)
+    for task in more:
+        wait_for(state_is(relay, task, "done"), timeout=120)
+    assert "code 430" in relay.read_output()
