@@ -54,7 +54,9 @@ class Relay:
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
         self.watchlist = WatchList(settings.watch_path)
-        self.watchdog = Watchdog(settings.provider, self.watchlist, self.store, self.outbox.enqueue)
+        self.watchdog = Watchdog(
+            settings.provider, self.watchlist, self.store, self.outbox.enqueue, link_base=settings.notify.link_base
+        )
         self.url_listeners.append(self.watchdog.url_changed)
         self.tunnel = tunnel or make_tunnel(
             settings, local_port, on_url_change=self._url_changed, on_restored=self.watchdog.tunnel_restored

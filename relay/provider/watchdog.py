@@ -57,8 +57,10 @@ class Watchdog:
         store: DeliveryStore,
         alert: Alert,
         client: ProviderClient | None = None,
+        link_base: str = "",
     ) -> None:
         self.settings = settings
+        self.link_base = link_base  # notify.link_base: alerts link to the task's page
         self.watchlist = watchlist
         self.store = store
         self.alert = alert
@@ -267,7 +269,8 @@ class Watchdog:
     async def _unknown(self, row: Row, said: str) -> None:
         strikes = row.get("unknown", 0) + 1
         if strikes >= UNKNOWN_LIMIT:
-            await self._lose(row, f"the provider does not know the task ({said})", notices.unknown(*_ids(row), said))
+            message = notices.unknown(*_ids(row), said, self.link_base)
+            await self._lose(row, f"the provider does not know the task ({said})", message)
             return
         logger.warning("the provider does not know task %s (%s): asking again later", row["task_id"], said)
         await self.watchlist.update(
@@ -283,7 +286,9 @@ class Watchdog:
     async def _lose(self, row: Row, reason: str, message: Message | None = None) -> None:
         """The task is `lost`: one alert (queued first, so a crash can repeat it but never skip it)."""
         task_id, kind = _ids(row)
-        message = message or notices.lost(task_id, kind, self.settings.give_up_after, row.get("last_status"))
+        message = message or notices.lost(
+            task_id, kind, self.settings.give_up_after, row.get("last_status"), self.link_base
+        )
         logger.warning("task %s is lost: %s", task_id, reason)
         try:
             await self.alert(message, f"lost:{task_id}:{row['watched']}", task_id)
