@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -426,8 +425,9 @@ def test_requests_are_spaced_by_the_rate_limit_and_430_slows_them(make_relay: An
         wait_for(state_is(relay, task, "done"))
     times = sorted(r.at for r in provider.polls())
     assert len(times) == 6
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) > 0.4  # 2 per second, less a little for the trip through the loopback
+    # 2 per second: six requests due at once span 2.5 s as sent; arrival can shift either end a little on a busy
+    # machine, but not by a second (without the limit they would all arrive within milliseconds).
+    assert times[-1] - times[0] > 2.0
 
     relay.stop()
     relay = start(make_relay, provider, provider={"poll_after": 0, "rate_limit": 20})
