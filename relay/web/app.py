@@ -52,6 +52,7 @@ def create_admin_app(services: AdminServices) -> Starlette:
             Route("/healthz", api.healthz),
             Route("/metrics", api.metrics),
             *(forward_web.routes(services.forwards, services.csrf) if services.forwards else []),
+            *services.extra_routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[
