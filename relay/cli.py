@@ -115,6 +115,8 @@ def check(config_path: str | None) -> None:
     if problems:
         raise ConfigError("; ".join(problems))
     click.echo(f"{settings.source}: ok ({plural(len(targets), 'alert target')}; log at {settings.log_path})")
+    key = "set (****)" if settings.provider.api_key.get_secret_value() else "not set: relay submit and polls need one"
+    click.echo(f"provider: {settings.provider.base_url}, API key {key}")
     reason = settings.tunnel.no_public_url_reason
     if reason:
         # Not an error: relay serves locally without one (`relay serve` says the same). But no callBackUrl the
@@ -258,6 +260,7 @@ cli.add_command(hash_password_command)
 
 import relay.cli_archive  # noqa: E402 - registers `relay fetch`
 import relay.cli_forward  # noqa: E402, F401 - registers `relay replay`
+from relay import cli_provider  # noqa: E402, F401 - registers `relay submit`, `relay watch` and `relay poll`
 
 
 def main() -> None:

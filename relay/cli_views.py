@@ -13,6 +13,7 @@ from relay.errors import RelayError
 from relay.job_files import job_archives, jobs_for_task
 from relay.jsonfiles import read_table, read_tinydb
 from relay.output import emit, output_options
+from relay.provider.watchlist import read_rows
 from relay.query import Filters, parse_since, select, task_state
 from relay.render import (
     DELIVERY_COLUMNS,
@@ -117,7 +118,8 @@ def show(config_path: str | None, task_id: str, fmt: str) -> None:
     """
     settings = load(config_path)
     deliveries = select(read_all(settings.log_path), Filters(task=task_id))
-    if not deliveries:
+    watch = next((row for row in read_rows(settings.watch_path) if row.get("task_id") == task_id), None)
+    if not deliveries and not watch:
         raise RelayError(f"no deliveries for task {task_id!r}")
     ids = [d["id"] for d in deliveries]
     alerts = mask_targets(jobs_for_task(settings.outbox_path, "alerts", task_id, ids))
@@ -127,10 +129,11 @@ def show(config_path: str | None, task_id: str, fmt: str) -> None:
     if fmt == "table":
         from relay.cli_forward import forward_lines  # it registers a command on relay.cli, which imports this
 
-        click.echo(show_task(task_id, state, deliveries, alerts))
+        click.echo(show_task(task_id, state, deliveries, alerts, watch))
         click.echo(forward_lines(forwards))
         click.echo(files_text(files))
         return
-    document = {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts, "forwards": forwards}
+    document: dict[str, Any] = {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts}
+    document |= {"forwards": forwards, "watch": watch}
     document["files"] = files
     emit(fmt, ITEM_COLUMNS, item_rows(deliveries), [document], "", json_lines=False)

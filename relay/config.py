@@ -24,6 +24,7 @@ ENV_CONFIG = "RELAY_CONFIG"
 ENV_CONFIG_SOURCE = "RELAY_CONFIG_SOURCE"
 ENV_TOKEN = "RELAY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ENV_NGROK_AUTHTOKEN = "NGROK_AUTHTOKEN"
+ENV_PROVIDER_KEY = "RELAY_PROVIDER_KEY"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")
@@ -236,6 +237,26 @@ class ForwardTarget(_Section):
         return text.encode()
 
 
+class ProviderSettings(_Section):
+    """The provider's API: submitting tasks and polling the ones whose callback does not come (PROVIDER_API.md)."""
+
+    base_url: str = "https://api.sunoapi.org"
+    api_key: SecretStr = SecretStr("")
+    poll_after: float = Field(default=1200.0, ge=0)
+    poll_interval: float = Field(default=30.0, gt=0)
+    give_up_after: float = Field(default=86400.0, gt=0)
+    hmac_key: SecretStr = SecretStr("")
+    rate_limit: float = Field(default=2.0, gt=0, le=50)
+    timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class LogSettings(_Section):
     """What relay itself writes to stdout/stderr (journald keeps it)."""
 
@@ -251,6 +272,7 @@ class Settings(_Section):
     tunnel: TunnelSettings = TunnelSettings()
     notify: NotifySettings = NotifySettings()
     archive: ArchiveSettings = ArchiveSettings()
+    provider: ProviderSettings = ProviderSettings()
     log: LogSettings = LogSettings()
     forward: tuple[ForwardTarget, ...] = ()
     source: str = Field(default="(defaults)", exclude=True)
@@ -283,6 +305,11 @@ class Settings(_Section):
     def archive_dir(self) -> Path:
         """Where downloaded files go: archive.dir, else `<state_dir>/files`."""
         return Path(self.archive.dir).expanduser() if self.archive.dir else self.state_dir / "files"
+
+    @property
+    def watch_path(self) -> Path:
+        """The TinyDB file holding the tasks relay watches (polls when their callback does not come)."""
+        return self.state_dir / "watch.json"
 
     @property
     def ngrok_pid_path(self) -> Path:
@@ -378,6 +405,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str], source: str = "(
         raw.setdefault("server", {})["token"] = env[ENV_TOKEN]
     if env.get(ENV_NGROK_AUTHTOKEN):
         raw.setdefault("tunnel", {})["authtoken"] = env[ENV_NGROK_AUTHTOKEN]
+    if env.get(ENV_PROVIDER_KEY):
+        raw.setdefault("provider", {})["api_key"] = env[ENV_PROVIDER_KEY]
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
@@ -415,7 +444,7 @@ def _describe(exc: ValidationError, source: str) -> str:
             problems.append(f"{key}: {error['msg'].removeprefix('Value error, ')}")  # a whole table shows its secret
             continue
         # A forward URL or command line can carry its own secret (a Home Assistant webhook id is one).
-        secret = any(s in key for s in ("token", "urls", "secret", "password")) or (
+        secret = any(s in key for s in ("token", "urls", "secret", "password", "key")) or (
             key.startswith("forward") and any(s in key for s in ("url", "exec"))
         )
         shown = "***" if secret else repr(value)

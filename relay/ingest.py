@@ -113,15 +113,18 @@ def delivery_doc(
     public_host: str | None,
     raw: bytes | None = None,
     content_type: str | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """The log document for an accepted callback: extracted fields plus the body exactly as received.
 
     With `raw`, the body text is kept too (`payload_raw`) when `compact(payload)` would not reproduce it, so a
-    forward can send the sender's own bytes without doubling the log for the usual compact bodies.
+    forward can send the sender's own bytes without doubling the log for the usual compact bodies. `kind` comes
+    from the callback URL when relay submitted the task (`?kind=wav`): it beats guessing.
     """
     doc = {
         "received_at": received_at,
-        **extract(payload).as_fields(),
+        **extract(payload, kind).as_fields(),
+        "source": "callback",
         "public_host": public_host,
         "size": size,
         "fingerprint": fingerprint(payload),

@@ -146,8 +146,12 @@ def as_time(value: Any) -> str | None:
     return as_text(value)
 
 
-def extract(payload: Any) -> Extracted:
-    """Read one callback body (any JSON value) into relay's fields, never raising on shape."""
+def extract(payload: Any, kind: str | None = None) -> Extracted:
+    """Read one callback body (any JSON value) into relay's fields, never raising on shape.
+
+    `kind`, when relay knows it (it submitted or polled the task), is taken instead of guessed from the shape:
+    a failed WAV and a failed video look alike.
+    """
     root = _Obj(payload)
     data_value = root.get("data")
     data = _Obj(data_value)
@@ -159,7 +163,7 @@ def extract(payload: Any) -> Extracted:
     stage = _stage(data.text("callbackType") or root.text("callbackType"))
     code = as_int(root.get("code"))
     msg = root.text("msg", "message")
-    kind = _kind(data, items, stage)
+    kind = kind if kind in KINDS and kind != "unknown" else _kind(data, items, stage)
 
     tracks = [_track(item) for item in items if kind == "music" and _looks_like_track(item)]
     lyrics = [_lyric(item) for item in items if kind == "lyrics"]

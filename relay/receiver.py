@@ -6,6 +6,8 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -13,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 from relay.errors import StoreError
 from relay.ingest import BadBody, delivery_doc, parse_body, rejected_doc
 from relay.metrics import Metrics
+from relay.payloads import KINDS
+from relay.provider import signature
 from relay.store import DeliveryStore, now_iso
 
 logger = logging.getLogger("relay.receiver")
@@ -36,8 +40,12 @@ class CallbackReceiver:
         max_body_bytes: int,
         body_timeout: float,
         metrics: Metrics,
+        hmac_key: str = "",
+        known_kind: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
+        self._hmac_key = hmac_key  # provider.hmac_key: set, every callback must be signed (kie.ai)
+        self._known_kind = known_kind  # the kind a watched task was watched as
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
@@ -104,10 +112,15 @@ class CallbackReceiver:
             payload = parse_body(raw)
         except BadBody as exc:
             return await self._reject(raw, str(exc), 400, received_at, host, "bad_json")
+        if self._hmac_key:
+            headers = request.headers
+            timestamp, sent = headers.get("x-webhook-timestamp"), headers.get("x-webhook-signature")
+            problem = signature.problem(self._hmac_key, payload, timestamp, sent, time.time())
+            if problem is not None:
+                reason = f"signature check failed: {problem}"
+                return await self._reject(raw, reason, 401, received_at, host, "signature")
         try:
-            doc = await self.store.record(
-                delivery_doc(payload, received_at, len(raw), host, raw, request.headers.get("content-type"))
-            )
+            doc = await self.store.record(self._doc(request, payload, received_at, raw, host))
         except ValueError as exc:  # parse_body keeps out what strict JSON cannot hold; this is the backstop
             return await self._reject(
                 raw, f"not a JSON value relay can keep: {exc}", 400, received_at, host, "bad_json"
@@ -118,6 +131,17 @@ class CallbackReceiver:
             return JSONResponse({"error": f"cannot record the callback now, retry later: {exc}"}, status_code=503)
         self.metrics.observe_delivery(doc, time.perf_counter() - started)
         return Response(RECEIVED, media_type="application/json")
+
+    def _doc(self, request: Request, payload: Any, received_at: str, raw: bytes, host: str | None) -> dict[str, Any]:
+        """The log document, classified by the kind relay knows (callBackUrl `?kind=`, else the watch list)."""
+        kind = request.query_params.get("kind")
+        content_type = request.headers.get("content-type")
+        doc = delivery_doc(payload, received_at, len(raw), host, raw, content_type, kind if kind in KINDS else None)
+        if kind not in KINDS and doc["task_id"] and self._known_kind is not None:
+            known = self._known_kind(doc["task_id"])
+            if known is not None and known != doc["kind"]:  # a guess from the body's shape: the watch knows
+                doc = delivery_doc(payload, received_at, len(raw), host, raw, content_type, known)
+        return doc
 
     async def _read(self, request: Request, progress: list[int]) -> bytes:
         chunks: list[bytes] = []

@@ -6,6 +6,7 @@ from typing import Any
 
 from relay.formatting import mmss, plural, titles
 from relay.output import Column
+from relay.provider.views import watch_line
 from relay.redact import mask_url
 
 
@@ -131,12 +132,18 @@ def mask_targets(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def show_task(task_id: str, state: str | None, deliveries: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> str:
-    """`relay show`: deliveries, tracks and links, then alerts with per-target results and reasons."""
-    out = [f"task {task_id}: {state or 'unknown'}", ""]
+def show_task(
+    task_id: str,
+    state: str | None,
+    deliveries: list[dict[str, Any]],
+    alerts: list[dict[str, Any]],
+    watch: dict[str, Any] | None = None,
+) -> str:
+    """`relay show`: whether it is watched, deliveries, tracks and links, then alerts with per-target results."""
+    out = [f"task {task_id}: {state or 'unknown'}", watch_line(watch), ""]
     for d in deliveries:
         head = f"{d.get('received_at')}  {d.get('kind')}  stage={d.get('stage') or '-'}  {result(d)}"
-        out.append(head)
+        out.append(head + ("  (polled)" if d.get("source") == "poll" else ""))
         if d.get("ok") is False:
             out.append(f"    {d.get('error') or d.get('msg') or ''}".rstrip())
         for t in d.get("tracks") or []:

@@ -20,6 +20,9 @@ from relay.forward.service import DownloadJobs, Forwards
 from relay.jobs import JobKind, JobQueue
 from relay.metrics import Metrics
 from relay.outbox import AlertKind, Outbox, archived_cover
+from relay.provider import api as provider_api
+from relay.provider.watchdog import Watchdog
+from relay.provider.watchlist import WatchList
 from relay.receiver import CallbackReceiver
 from relay.store import DeliveryStore
 from relay.tunnel import Tunnel, make_tunnel
@@ -61,13 +64,22 @@ class Relay:
         alerts.covers.archived = archived_cover(self.jobs)  # a cover the archive already has is not fetched again
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
-        self.tunnel = tunnel or make_tunnel(settings, local_port, on_url_change=self._url_changed)
+        self.watchlist = WatchList(settings.watch_path)
+        self.watchdog = Watchdog(
+            settings.provider, self.watchlist, self.store, self.outbox.enqueue, link_base=settings.notify.link_base
+        )
+        self.url_listeners.append(self.watchdog.url_changed)
+        self.tunnel = tunnel or make_tunnel(
+            settings, local_port, on_url_change=self._url_changed, on_restored=self.watchdog.tunnel_restored
+        )
         self.receiver = CallbackReceiver(
             self.store,
             token,
             settings.server.max_body_bytes,
             settings.server.body_timeout,
             self.metrics,
+            hmac_key=settings.provider.hmac_key.get_secret_value(),
+            known_kind=self._watched_kind,
         )
         self._stack = contextlib.AsyncExitStack()
         self.metrics.gauge("relay_outbox_depth", "Alerts waiting to be delivered", lambda: self.outbox.pending)
@@ -84,6 +96,8 @@ class Relay:
         )
         self.metrics.gauge("relay_log_bytes", "Size of the live log file", self._log_bytes)
         self.metrics.gauge("relay_download_queue_depth", "Downloads waiting or running", self.archive.pending)
+        self.metrics.gauge("relay_watched_tasks", "Watched tasks in flight", lambda: len(self.watchlist.active()))
+        self.metrics.gauge("relay_provider_requests", "Requests sent to the provider", self._provider_requests)
 
     async def start(self) -> None:
         """Open the log, prune old archives, start the job queue, then bring the tunnel up.
@@ -103,6 +117,8 @@ class Relay:
             await self._stack.enter_async_context(self.jobs)
             if self.downloads is not None:  # closed before the queue: transfers stop, their parts stay
                 self._stack.push_async_callback(self.downloads.stop)
+            await self._stack.enter_async_context(self.watchlist)
+            await self._stack.enter_async_context(self.watchdog)
             await self.tunnel.start()
             self._stack.push_async_callback(self.tunnel.stop)
         except BaseException:
@@ -212,7 +228,21 @@ class Relay:
             local_copy=self.archive.local_copy,
             archive_bytes=self.archive.total_bytes,
             forwards=self.forwards,
+            watch_state=self._watch_state,
+            watched_waiting=lambda: len(self.watchlist.active()),
+            extra_routes=provider_api.routes(self.watchdog),
         )
+
+    def _watch_state(self, task_id: str) -> str | None:
+        row = self.watchlist.get(task_id)
+        return row["state"] if row else None
+
+    def _watched_kind(self, task_id: str) -> str | None:
+        row = self.watchlist.get(task_id)
+        return row["kind"] if row else None
+
+    def _provider_requests(self) -> float:
+        return float(self.watchdog.client.requests)
 
     def _log_bytes(self) -> float:
         try:

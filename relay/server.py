@@ -56,6 +56,8 @@ def configure_logging(settings: Settings, redactor: RedactingFilter) -> None:
     if not any(isinstance(f, OncePerProcess) for f in uvicorn_error.filters):
         uvicorn_error.addFilter(OncePerProcess())  # two servers, one process
     logging.getLogger("pyngrok").setLevel(max(logging.WARNING, root.level))
+    # One line per provider request (every poll_interval per watched task) is noise; relay logs what it learns.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def bind(host: str, port: int, what: str) -> socket.socket:
@@ -108,6 +110,8 @@ def serve(settings: Settings) -> int:
     redactor.add(token)
     for secret in (
         settings.tunnel.authtoken.get_secret_value(),
+        settings.provider.api_key.get_secret_value(),
+        settings.provider.hmac_key.get_secret_value(),
         *(u.get_secret_value() for u in settings.notify.urls),
         *(f.secret.get_secret_value() for f in settings.forward),
         *(f.url for f in settings.forward),  # a webhook URL's path is often its only secret

@@ -23,7 +23,7 @@ from relay.errors import StoreError
 from relay.journal import JournaledDB
 from relay.jsonfiles import Doc, atomic_write, read_table, read_tinydb, render_fragments
 from relay.model import Delivery
-from relay.payloads import advance
+from relay.payloads import advance, outcome
 
 logger = logging.getLogger("relay.store")
 
@@ -162,17 +162,20 @@ class DeliveryStore:
     async def record(self, doc: Doc) -> Delivery:
         """Add a delivery; returns it with `id`, `duplicate` and `task_state` once it is on disk, then publishes it."""
         fingerprint = doc.get("fingerprint")
-        duplicate = isinstance(fingerprint, str) and fingerprint in self._seen
+        seen = isinstance(fingerprint, str) and fingerprint in self._seen
         task_id = doc.get("task_id")
-        state = advance(self.task_state(task_id), doc.get("stage"), doc.get("ok"))
-        doc = {**doc, "id": self.db.next_id("callbacks"), "duplicate": duplicate, "task_state": state}
         previous_state = self.task_state(task_id)
+        state = advance(previous_state, doc.get("stage"), doc.get("ok"))
+        # A result both polled and called back repeats an outcome in another body: a duplicate all the same.
+        said = outcome(doc.get("stage"), doc.get("ok"))
+        duplicate = seen or (said in ("complete", "failed") and previous_state == said)
+        doc = {**doc, "id": self.db.next_id("callbacks"), "duplicate": duplicate, "task_state": state}
         future = self.db.put_nowait("callbacks", doc, doc["id"])
         self._remember(doc)  # before awaiting, so a concurrent identical delivery is seen as a duplicate
         try:
             await future
         except BaseException:
-            if isinstance(fingerprint, str) and not duplicate:
+            if isinstance(fingerprint, str) and not seen:
                 self._seen.pop(fingerprint, None)
             if isinstance(task_id, str) and previous_state is not None:
                 self._states[task_id] = previous_state

@@ -20,6 +20,7 @@ from relay.errors import TunnelAuthError, TunnelError
 logger = logging.getLogger("relay.tunnel")
 
 UrlChanged = Callable[[str | None, str], None]
+Restored = Callable[[], None]
 _AUTH_HINTS = ("authentication failed", "authtoken", "err_ngrok_105", "err_ngrok_107", "err_ngrok_4018")
 _SESSION_LIMIT = "err_ngrok_108"
 
@@ -61,13 +62,15 @@ class AgentFiles:
     pid_file: Path | None = None
 
 
-def make_tunnel(settings: Settings, local_port: int, on_url_change: UrlChanged) -> Tunnel:
+def make_tunnel(
+    settings: Settings, local_port: int, on_url_change: UrlChanged, on_restored: Restored | None = None
+) -> Tunnel:
     """The tunnel `[tunnel]` asks for; ngrok without an authtoken (or agent config) means no tunnel."""
     tunnel = settings.tunnel
     if tunnel.provider == "none" or tunnel.ngrok_without_credentials:
         return FixedUrl(tunnel.public_url, tunnel.no_public_url_reason)
     agent = AgentFiles(settings.ngrok_agent_path, settings.ngrok_agent_config, settings.ngrok_pid_path)
-    return NgrokTunnel(tunnel, local_port, on_url_change, agent)
+    return NgrokTunnel(tunnel, local_port, on_url_change, agent, on_restored)
 
 
 class NgrokTunnel:
@@ -79,8 +82,10 @@ class NgrokTunnel:
         local_port: int,
         on_url_change: UrlChanged,
         agent: AgentFiles | None = None,
+        on_restored: Restored | None = None,
     ) -> None:
         self.settings = settings
+        self.on_restored = on_restored  # the tunnel came back on the same URL after being down
         self.agent = agent or AgentFiles(settings.ngrok_path, settings.ngrok_config)
         self.local_port = local_port
         self.on_url_change = on_url_change
@@ -142,6 +147,8 @@ class NgrokTunnel:
         if old and old != url:
             logger.warning("the public URL changed from %s to %s", old, url)
             self.on_url_change(old, url)
+        elif old and self.on_restored is not None:
+            self.on_restored()
 
     def _fail(self, message: str) -> None:
         self.state, self.problem = "down", message

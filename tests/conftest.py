@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fake_provider import FakeProvider, Running
+
 TOKEN = "test-token-0123456789abcdef"
 
 
@@ -159,6 +161,8 @@ def build_relay(
         # Off unless a test turns it on (pointing it at a loopback asset server): fixture payloads link to
         # hosts on the internet (https://example.cn/...), and tests never send traffic beyond loopback.
         "archive": {"enabled": False},
+        # Never the real provider: a test that forgets to point relay at the fake reaches a closed port.
+        "provider": {"base_url": "http://127.0.0.1:9"},
     }
     for section, values in overrides.items():
         if isinstance(values, list):
@@ -166,7 +170,8 @@ def build_relay(
         else:
             sections.setdefault(section, {}).update(values)
     config = write_config(directory, sections)
-    process_env = {k: v for k, v in os.environ.items() if k not in ("RELAY_TOKEN", "NGROK_AUTHTOKEN")}
+    secrets = ("RELAY_TOKEN", "NGROK_AUTHTOKEN", "RELAY_PROVIDER_KEY")
+    process_env = {k: v for k, v in os.environ.items() if k not in secrets}
     process_env.update({"NO_PROXY": "*", "HOME": str(directory), **(env or {})})
     relay = RelayProcess(directory, config, port, admin_port, process_env)
     return relay.start() if start else relay
@@ -197,6 +202,13 @@ def make_relay(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
     yield factory
     for relay in made:
         end_relay(relay)
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    """The fake provider API on a loopback port (see tests/fake_provider.py)."""
+    with Running(FakeProvider()) as fake:
+        yield fake
 
 
 # -- capture servers ------------------------------------------------------------------------------------------

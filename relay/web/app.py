@@ -54,6 +54,7 @@ def create_admin_app(services: AdminServices) -> Starlette:
             Route("/metrics", api.metrics),
             *(forward_web.routes(services.forwards, services.csrf) if services.forwards else []),
             *(archive_web.routes(services.archive) if services.archive else []),
+            *services.extra_routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from starlette.routing import BaseRoute
 
 from relay.archive.service import ArchiveService
 from relay.config import AdminSettings
@@ -44,3 +46,4 @@ class AdminServices:
     archive_bytes: Callable[[], int | None] = _none
     watch_state: Callable[[str], str | None] = _none
     watched_waiting: Callable[[], int | None] = _none
+    extra_routes: Sequence[BaseRoute] = ()  # e.g. the watch and poll endpoints (relay/provider/api.py)
