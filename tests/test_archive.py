@@ -334,3 +334,29 @@ def test_a_forward_after_archived_finds_the_files_on_disk(make_relay: Any, asset
     folder = tmp_path / "files" / "t9"
     assert f"{folder / 'Iron Man [8551aa01662c].mp3'} True" in lines
     assert f"{folder / 'Iron Man [8551aa01662c].jpg'} True" in lines
+
+
+def test_poll_results_are_archived_like_callbacks(
+    make_relay: Any, assets: AssetServer, provider: Any, tmp_path: Path
+) -> None:
+    """A result that came by poll (no callback at all) is downloaded as a callback's would be: the final file
+    from sourceAudioUrl, the cover, listed under files."""
+    from tests import provider_answers as pa
+    from tests.test_watch import start, state_is
+
+    source = assets.url("/bytes/400000?seed=8")
+    track = {
+        **pa.SUNO_TRACK,
+        "sourceAudioUrl": source,
+        "audioUrl": assets.url("/bytes/1000?seed=1"),
+        "imageUrl": assets.serve_file("p.jpg", JPEG, "image/jpeg"),
+    }
+    relay = start(make_relay, provider, archive=archive_config(tmp_path))
+    provider.script_next_submit(pa.pending("music", "x"), pa.music("x", tracks=[track]))
+    task_id = relay.cli("submit", "generate", "--param", "prompt=rain", check=True).stdout.strip()
+    wait_for(state_is(relay, task_id, "done"))
+    files = wait_for(lambda: settled(relay, task_id, 3))
+    (audio,) = [f for f in files if f["role"] == "audio"]
+    assert (audio["url"], audio["sha256"], audio["state"]) == (source, sha256_of(400_000, 8), "done")
+    assert [f["state"] for f in files if f["role"] == "cover"] == ["done"]
+    assert assets.hits["/bytes/1000"] == 0  # the source file wins over audio_url

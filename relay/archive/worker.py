@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
+import fcntl
+import hashlib
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay.archive import metafile, tagging
+from relay.archive import tagging
 from relay.archive.budget import Budget
 from relay.archive.partfile import fsync_dir, sha256_file
 from relay.archive.plan import PREVIEW
-from relay.archive.safefetch import FetchError, Limits, Refused, Timeouts, fetch_bytes_sync, fetch_to_file_sync
+from relay.archive.safefetch import FetchError, Limits, Refused, Timeouts, fetch_to_file_sync
 
 logger = logging.getLogger("relay.archive")
 
@@ -89,19 +91,32 @@ def _lower_io_priority() -> None:
         libc.syscall(number, 1, 0, _IOPRIO_BEST_EFFORT_LOWEST)  # IOPRIO_WHO_PROCESS, this process
 
 
+@contextlib.contextmanager
+def exclusive(dest: Path) -> Iterator[None]:
+    """Hold the one lock of `dest` across worker processes: one transfer writes a file's part at a time (an audio
+    job fetching its cover for the tags, and the cover's own job, take turns, and the second finds it there)."""
+    locks = dest.parent.parent / ".locks"
+    locks.mkdir(exist_ok=True)
+    name = hashlib.sha256(str(dest).encode()).hexdigest()[:32]
+    with (locks / f"{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def fetch_file(dest: Path, data: dict[str, Any], config: FetchConfig, archive_total: int) -> dict[str, Any]:
     """Download one planned file into `dest`; the result is kept on the job (path, bytes, sha256)."""
     role, url = data["role"], data["url"]
     if role == "preview" and _final_exists(dest.parent, data.get("stem", "")):
         return {"state": "superseded", "path": None}
-    if dest.exists():  # landed before a crash kept its result from being recorded
-        size, digest = sha256_file(dest)
-        return {"path": str(dest), "bytes": size, "sha256": digest}
-    budget = Budget(dest.parent.parent, config.min_free_bytes, config.max_total_bytes)
-    budget.total = archive_total
-    limits = Limits(config.allow_private, config.max_file_bytes, config.timeouts, cancel=_stop, guard=budget.guard)
-    prepare = (lambda part: _tag(part, dest, data, config)) if role == "audio" and config.tag else None
-    fetched = fetch_to_file_sync(url, dest, limits, prepare=prepare)
+    with exclusive(dest):
+        if dest.exists():  # landed before a crash kept its result from being recorded, or fetched for the tags
+            size, digest = sha256_file(dest)
+            return {"path": str(dest), "bytes": size, "sha256": digest}
+        budget = Budget(dest.parent.parent, config.min_free_bytes, config.max_total_bytes)
+        budget.total = archive_total
+        limits = Limits(config.allow_private, config.max_file_bytes, config.timeouts, cancel=_stop, guard=budget.guard)
+        prepare = (lambda part: _tag(part, dest, data, config)) if role == "audio" and config.tag else None
+        fetched = fetch_to_file_sync(url, dest, limits, prepare=prepare)
     if role == "audio":
         _drop_previews(dest.parent, data.get("stem", ""))
     return {"path": str(dest), "bytes": fetched.bytes, "sha256": fetched.sha256, "content_type": fetched.content_type}
@@ -122,21 +137,21 @@ def _tag(part: Path, dest: Path, data: dict[str, Any], config: FetchConfig) -> b
 
 
 def _cover(folder: Path, data: dict[str, Any], config: FetchConfig) -> bytes | None:
-    """The track's cover: from disk if its download landed, else fetched now (and kept for its own job)."""
+    """The track's cover: from disk if its download landed, else fetched now into its place (its own job then finds
+    it there, so the URL is fetched once)."""
     name, url = data.get("cover_name"), data.get("cover_url")
     if not name or not url:
         return None
     path = folder / str(name)
-    with contextlib.suppress(OSError):
-        return path.read_bytes()
-    limits = Limits(config.allow_private, COVER_MAX_BYTES, config.timeouts, cancel=_stop)
+    limits = Limits(config.allow_private, COVER_MAX_BYTES, Timeouts(10.0, 20.0, 60.0), cancel=_stop)
     try:
-        body, _ = fetch_bytes_sync(url, dataclasses.replace(limits, timeouts=Timeouts(10.0, 20.0, 60.0)))
+        with exclusive(path):
+            if not path.exists():
+                fetch_to_file_sync(url, path, limits)
+            return path.read_bytes()
     except (FetchError, Refused, OSError) as exc:
         logger.info("no cover for %s: %s", data.get("name"), exc)
         return None
-    metafile.atomic_bytes(path, body)
-    return body
 
 
 def _final_exists(folder: Path, stem: str) -> bool:
