@@ -178,6 +178,7 @@ def relay_config(folder: Path, state: Path, port: int, admin: int, notify: dict[
             "storage": {"state_dir": str(state)},
             "tunnel": {"provider": "none", "public_url": "https://bench.test"},
             "notify": notify or {},
+            "archive": {"enabled": False},  # the bodies link to internet hosts; the benchmark stays on loopback
             "log": {"level": "warning"},
         },
     )

@@ -2,4 +2,5 @@
 
 from relay.cli import main
 
-main()
+if __name__ == "__main__":  # download workers are spawned processes that import this module too
+    main()

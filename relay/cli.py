@@ -258,6 +258,7 @@ def install_ngrok(config_path: str | None) -> None:
 
 cli.add_command(hash_password_command)
 
+import relay.cli_archive  # noqa: E402 - registers `relay fetch`
 import relay.cli_forward  # noqa: E402, F401 - registers `relay replay`
 from relay import cli_provider  # noqa: E402, F401 - registers `relay submit`, `relay watch` and `relay poll`
 

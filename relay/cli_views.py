@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from relay.archive.files import files_text, task_files
 from relay.cli_support import config_option, handle_errors, load
 from relay.errors import RelayError
 from relay.job_files import job_archives, jobs_for_task
@@ -108,8 +109,8 @@ def alerts_by_delivery(outbox: Path, delivery_ids: list[int]) -> dict[int, dict[
 def show(config_path: str | None, task_id: str, fmt: str) -> None:
     """Every delivery of one task, its tracks and links, and what was alerted (with each target's reason).
 
-    --json prints one document (state, deliveries, alerts, forwards); --nl and --csv one row per track, link or
-    lyric.
+    --json prints one document (state, deliveries, alerts, forwards, files); --nl and --csv one row per track, link
+    or lyric.
 
     \b
     Example:
@@ -123,13 +124,16 @@ def show(config_path: str | None, task_id: str, fmt: str) -> None:
     ids = [d["id"] for d in deliveries]
     alerts = mask_targets(jobs_for_task(settings.outbox_path, "alerts", task_id, ids))
     forwards = jobs_for_task(settings.outbox_path, "forwards", task_id, ids)
+    files = task_files(settings.outbox_path, settings.archive_dir, task_id, ids)
     state = task_state(deliveries)
     if fmt == "table":
         from relay.cli_forward import forward_lines  # it registers a command on relay.cli, which imports this
 
         click.echo(show_task(task_id, state, deliveries, alerts, watch))
         click.echo(forward_lines(forwards))
+        click.echo(files_text(files))
         return
     document: dict[str, Any] = {"task_id": task_id, "state": state, "deliveries": deliveries, "alerts": alerts}
     document |= {"forwards": forwards, "watch": watch}
+    document["files"] = files
     emit(fmt, ITEM_COLUMNS, item_rows(deliveries), [document], "", json_lines=False)

@@ -164,6 +164,27 @@ class NotifySettings(_Section):
         return value.rstrip("/")
 
 
+class ArchiveSettings(_Section):
+    """Keeping the files a delivery links to, on this machine, before the links expire."""
+
+    enabled: bool = True
+    dir: str = ""
+    max_file_bytes: int = Field(default=524_288_000, ge=1)
+    min_free_bytes: int = Field(default=1_073_741_824, ge=0)
+    max_total_bytes: int = Field(default=0, ge=0)
+    tag: bool = True
+    allow_private: bool = False
+    artist: str = "relay"
+    album: str = ""
+    concurrency: int = Field(default=2, ge=1, le=16)
+    connect_timeout: float = Field(default=15.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    total_timeout: float = Field(default=3600.0, gt=0)
+    retry_base: float = Field(default=30.0, gt=0)
+    retry_max: float = Field(default=3600.0, gt=0)
+    give_up_after: float = Field(default=336.0, gt=0)
+
+
 class ForwardTarget(_Section):
     """One `[[forward]]` target: an HTTP endpoint (`url`) or a command (`exec`) each matching delivery goes to."""
 
@@ -250,6 +271,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     tunnel: TunnelSettings = TunnelSettings()
     notify: NotifySettings = NotifySettings()
+    archive: ArchiveSettings = ArchiveSettings()
     provider: ProviderSettings = ProviderSettings()
     log: LogSettings = LogSettings()
     forward: tuple[ForwardTarget, ...] = ()
@@ -278,6 +300,11 @@ class Settings(_Section):
     def outbox_path(self) -> Path:
         """The TinyDB file holding alerts not yet delivered."""
         return self.state_dir / "outbox.json"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Where downloaded files go: archive.dir, else `<state_dir>/files`."""
+        return Path(self.archive.dir).expanduser() if self.archive.dir else self.state_dir / "files"
 
     @property
     def watch_path(self) -> Path:

@@ -2,23 +2,20 @@
 
 Apprise is never handed a URL to fetch by itself (it would reach any address a payload names): relay gets the
 bytes and attaches them from memory. The fetcher is a plain `async (url) -> bytes | None`, so the archive's safe
-fetching (SSRF rules, pinned connections) can replace the minimal one here.
+fetching (SSRF rules, pinned connections) does it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
-import httpx
+from relay.archive.safefetch import FetchError, Refused, Timeouts, fetch_bytes
 
 logger = logging.getLogger("relay.covers")
 
@@ -29,7 +26,6 @@ ArchivedLookup = Callable[[str | None, str], Path | None]
 MAX_IMAGE_BYTES = 2_500_000
 #: The longest an alert waits for its picture.
 IMAGE_TIMEOUT = 5.0
-_REDIRECTS = 3
 _CACHED = 32
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
@@ -98,57 +94,18 @@ class Covers:
         return None
 
 
-def refusal(address: str) -> str | None:
-    """Why an address is not fetched without `allow_private` (loopback, private, link-local, …), or None."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for label, flag in (
-        ("loopback", ip.is_loopback),
-        ("private", ip.is_private),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("reserved", ip.is_reserved),
-        ("unspecified", ip.is_unspecified),
-    ):
-        if flag:
-            return f"{address} is a {label} address"
-    return None
-
-
-async def _check(url: str, allow_private: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {parts.scheme or '?'}:")
-    if allow_private:
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    for info in infos:
-        why = refusal(str(info[4][0]))
-        if why:
-            raise ValueError(f"refused: {why}")
-
-
 def make_fetcher(allow_private: bool, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = IMAGE_TIMEOUT) -> ImageFetcher:
-    """A minimal safe image fetcher: http(s) only, non-public addresses refused (each redirect checked too)."""
+    """The archive's safe fetching (relay/archive/safefetch.py: SSRF rules in one place, the checked address pinned,
+    every redirect checked) for pictures: raises ValueError saying why a picture was not fetched."""
 
     async def fetch(url: str) -> bytes | None:
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=timeout) as client:
-            for _ in range(_REDIRECTS + 1):
-                await _check(url, allow_private)
-                async with client.stream("GET", url) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code != 200:
-                        raise ValueError(f"HTTP {response.status_code}")
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > max_bytes:
-                            raise ValueError(f"more than {max_bytes} bytes")
-                    return bytes(body)
-        raise ValueError("too many redirects")
+        limits = Timeouts(connect=timeout, read=timeout, total=timeout)
+        try:
+            body, _ = await fetch_bytes(url, allow_private=allow_private, max_bytes=max_bytes, timeouts=limits)
+        except Refused as exc:
+            raise ValueError(f"refused: {exc}") from None
+        except (FetchError, OSError) as exc:
+            raise ValueError(str(exc)) from None
+        return body
 
     return fetch

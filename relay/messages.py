@@ -7,7 +7,7 @@ for digests, a link to the task's page when `notify.link_base` is set, and the c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -80,11 +80,15 @@ def task_link(link_base: str, task_id: str | None) -> str | None:
     return f"{link_base.rstrip('/')}/tasks/{quote(task_id, safe='')}"
 
 
-def build(doc: Mapping[str, Any], link_base: str = "") -> Message:
-    """The alert for one delivery (call only when `category` says it alerts)."""
+def build(doc: Mapping[str, Any], link_base: str = "", saved_to: str | None = None) -> Message:
+    """The alert for one delivery (call only when `category` says it alerts); `saved_to`: its archive folder."""
     if outcome(doc.get("stage"), doc.get("ok")) == "failed":
         return _failure(doc, task_link(link_base, doc.get("task_id")))
-    return _success(doc, task_link(link_base, doc.get("task_id")))
+    message = _success(doc, task_link(link_base, doc.get("task_id")))
+    if saved_to is None:
+        return message
+    line = f"Files: saved to {saved_to} as they download (`relay show` lists them)"
+    return replace(message, markdown=f"{message.markdown}\n{line}", text=f"{message.text}\n{line}")
 
 
 def fit(prefix: str, name: str, suffix: str = "", width: int = TITLE_WIDTH) -> str:
@@ -261,6 +265,15 @@ def url_changed(old: str | None, new: str) -> Message:
         "callBackUrl will not call back; resubmit them, or set tunnel.domain for a URL that survives restarts."
     )
     return warning("relay: callback URL changed", text)
+
+
+def downloads_paused(reason: str) -> Message:
+    """The disk budget stopped downloads; they go on by themselves when there is room again."""
+    text = (
+        f"relay stopped downloading files: {reason}. The log keeps working; downloads resume by themselves when "
+        "there is room (free some space, or raise archive.max_total_bytes)."
+    )
+    return Message("failure", "⚠️ relay: downloads paused", text, text, type="warning")
 
 
 def test_message() -> Message:

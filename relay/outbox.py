@@ -53,6 +53,8 @@ class AlertKind:
         #: Told (target, reason) when a target fails an alert for good, so the other targets can say so.
         self.on_dead: Callable[[Target, str], None] | None = None
         self._sent_times: dict[str, deque[float]] = {}
+        #: Where a delivery's files are saved (the archive sets it), so a success alert can say so.
+        self.saved_to: Callable[[Delivery], str | None] = lambda delivery: None
 
     def spec(
         self,
@@ -76,7 +78,7 @@ class AlertKind:
         """One alert per distinct outcome that `notify.events` (or a failure) calls for."""
         if not self.sender.targets or messages.category(delivery, self.settings.events) is None:
             return []
-        message = messages.build(delivery, self.settings.link_base)
+        message = messages.build(delivery, self.settings.link_base, saved_to=self.saved_to(delivery))
         return [self.spec(message, messages.outcome_key(delivery), delivery.get("task_id"), delivery["id"])]
 
     def plan(self, target: str, due: list[Job], now: float) -> tuple[list[list[Job]], float | None]:

@@ -232,11 +232,13 @@ def _track(obj: _Obj) -> dict[str, Any]:
         "id": obj.text("id", "audio_id", "audioId"),
         "title": obj.text("title"),
         "audio_url": obj.url("audio_url"),
+        "source_audio_url": obj.url("source_audio_url"),
         "stream_audio_url": obj.url("stream_audio_url"),
         "image_url": obj.url("image_url"),
         "duration": _duration(obj.get("duration")),
         "tags": obj.text("tags"),
         "model_name": obj.text("model_name"),
+        "prompt": obj.text("prompt"),
         "created": as_time(obj.get("createTime", "create_time", "created_at")),
     }
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+from relay import messages
 from relay.alerts import AlertSender
 from relay.app import AdminServices
+from relay.archive.downloads import DownloadKind
+from relay.archive.service import ArchiveService
 from relay.config import Settings
 from relay.formatting import plural
 from relay.forward.kind import ForwardKind
@@ -39,15 +43,22 @@ class Relay:
         self.sender = AlertSender.from_settings(settings.notify)
         alerts = AlertKind(self.sender, settings.notify, self.metrics)
         self.forward_kind = ForwardKind(settings.forward, self.store, settings.notify, self.metrics)
+        self.downloads = (
+            DownloadKind(settings.archive, settings.archive_dir, self.metrics, on_pause=self._downloads_paused)
+            if settings.archive.enabled
+            else None
+        )
         #: Every kind of job the queue performs. Forwards stay last: a delivery's jobs are queued in this order,
         #: so a forward with `after = "archived"` finds the delivery's downloads already queued.
-        self.kinds: list[JobKind] = [alerts, self.forward_kind]
+        self.kinds: list[JobKind] = [alerts, *([self.downloads] if self.downloads else []), self.forward_kind]
         self.jobs = JobQueue(settings.outbox_path, self.store, self.kinds)
         #: What the page hears live: every recorded delivery and every job state change.
         self.events = EventBroker()
         self.store.subscribe(self.events.delivery)
         self.jobs.subscribe(self.events.job)
         self.outbox = Outbox(self.jobs, alerts)
+        self.archive = ArchiveService(settings.archive_dir, self.jobs, self.downloads)
+        alerts.saved_to = self.archive.saved_to
         self.forward_kind.archive = DownloadJobs(self.jobs)
         self.forwards = Forwards(self.jobs, self.forward_kind, self.outbox, self.metrics)
         alerts.covers.archived = archived_cover(self.jobs)  # a cover the archive already has is not fetched again
@@ -84,6 +95,7 @@ class Relay:
             lambda: len(self.store.db.table("callbacks")),
         )
         self.metrics.gauge("relay_log_bytes", "Size of the live log file", self._log_bytes)
+        self.metrics.gauge("relay_download_queue_depth", "Downloads waiting or running", self.archive.pending)
         self.metrics.gauge("relay_watched_tasks", "Watched tasks in flight", lambda: len(self.watchlist.active()))
         self.metrics.gauge("relay_provider_requests", "Requests sent to the provider", self._provider_requests)
 
@@ -98,8 +110,13 @@ class Relay:
             self._stack.push_async_callback(self.store.close)
             for path in self.store.prune():
                 logger.info("retention: removed %s", path.name)
+            if self.downloads is not None:
+                await self.downloads.start()
+                self._stack.push_async_callback(self.downloads.close)
             await self._stack.enter_async_context(self.forward_kind)  # its HTTP client outlives the workers
             await self._stack.enter_async_context(self.jobs)
+            if self.downloads is not None:  # closed before the queue: transfers stop, their parts stay
+                self._stack.push_async_callback(self.downloads.stop)
             await self._stack.enter_async_context(self.watchlist)
             await self._stack.enter_async_context(self.watchdog)
             await self.tunnel.start()
@@ -111,6 +128,10 @@ class Relay:
     async def stop(self) -> None:
         """Close everything `start()` opened, in reverse order."""
         await self._stack.aclose()
+
+    def _downloads_paused(self, reason: str) -> None:
+        """One alert each time the disk budget stops downloads."""
+        self.jobs.spawn(self.outbox.enqueue(messages.downloads_paused(reason), key=f"archive-paused:{time.time()}"))
 
     def _url_changed(self, old: str | None, new: str) -> None:
         for listener in self.url_listeners:
@@ -171,6 +192,8 @@ class Relay:
             problems.append(f"tunnel: {self.tunnel.problem or self.tunnel.state}")
         if self.outbox.recent_dead:
             problems.append(f"alerts: {self.outbox.recent_dead} given up on in the last 24 h")
+        archive_problems, archive = self.archive.health()
+        problems += archive_problems
         if forwards["recent_dead"]:
             problems.append(f"forwards: {forwards['recent_dead']} given up on in the last 24 h")
         detail = {
@@ -184,6 +207,7 @@ class Relay:
             },
             "tunnel": tunnel,
             "alerts": alerts,
+            "archive": archive,
             "forwards": forwards,
         }
         return not problems, detail
@@ -200,6 +224,9 @@ class Relay:
             local_callback_url=self.local_callback_url,
             events=self.events,
             settings=self.settings.admin,
+            archive=self.archive if self.archive.enabled else None,
+            local_copy=self.archive.local_copy,
+            archive_bytes=self.archive.total_bytes,
             forwards=self.forwards,
             watch_state=self._watch_state,
             watched_waiting=lambda: len(self.watchlist.active()),

@@ -158,6 +158,9 @@ def build_relay(
         "tunnel": {"provider": "none", "public_url": "https://relay.example.test"},
         # attach_covers off: the family's cover links name hosts off this machine (tests reach only loopback).
         "notify": {"retry_base": 0.2, "retry_max": 1.0, "timeout": 5.0, "attach_covers": False},
+        # Off unless a test turns it on (pointing it at a loopback asset server): fixture payloads link to
+        # hosts on the internet (https://example.cn/...), and tests never send traffic beyond loopback.
+        "archive": {"enabled": False},
         # Never the real provider: a test that forgets to point relay at the fake reaches a closed port.
         "provider": {"base_url": "http://127.0.0.1:9"},
     }

@@ -286,6 +286,7 @@ def test_runs_in_the_environment_the_units_give_it(tmp_path: Path) -> None:
             "server": {"port": port, "token": TOKEN},
             "admin": {"port": admin},
             "tunnel": {"provider": "ngrok", "check_interval": 0.5},
+            "archive": {"enabled": False},  # the callback below links to internet hosts; tests stay on loopback
         },
     )
     env = {

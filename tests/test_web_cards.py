@@ -32,7 +32,8 @@ def local_copies(task_id: str | None, url: str) -> str | None:
 
 # -- cards ----------------------------------------------------------------------------------------------------------
 
-STREAM_ONLY = {**TRACK, "audio_url": ""}
+# A first-stage track has no final file yet: neither audio_url nor source_audio_url (payloads extracts both).
+STREAM_ONLY = {**TRACK, "audio_url": "", "source_audio_url": ""}
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ STREAM_ONLY = {**TRACK, "audio_url": ""}
             ],
             {
                 "state": "complete",
-                "sources": (TRACK["audio_url"], TRACK["stream_audio_url"]),
+                "sources": (TRACK["audio_url"], TRACK["source_audio_url"], TRACK["stream_audio_url"]),
                 "timeline": ["first", "complete"],
                 "dups": 1,
             },
@@ -64,7 +65,7 @@ STREAM_ONLY = {**TRACK, "audio_url": ""}
             ],
             {
                 "state": "complete",
-                "sources": (TRACK["audio_url"], TRACK["stream_audio_url"]),
+                "sources": (TRACK["audio_url"], TRACK["source_audio_url"], TRACK["stream_audio_url"]),
                 "timeline": ["complete", "first"],
                 "dups": 0,
             },
@@ -79,7 +80,7 @@ STREAM_ONLY = {**TRACK, "audio_url": ""}
             [doc(music("first", "t1"), 1, source="poll", task_state="first")],
             {
                 "state": "first",
-                "sources": (TRACK["audio_url"], TRACK["stream_audio_url"]),
+                "sources": (TRACK["audio_url"], TRACK["source_audio_url"], TRACK["stream_audio_url"]),
                 "timeline": ["first"],
                 "dups": 0,
             },
@@ -113,7 +114,12 @@ def test_players_and_covers_prefer_the_archived_copy() -> None:
     """With an archive, the local copy comes first in the player and serves the cover; remote links stay."""
     card = build_card([doc(music("complete", "t/1"), 1, task_state="complete")], local_copy=local_copies)
     track = card.tracks[0]
-    assert track.sources == ("/files/t/1/iron.mp3", TRACK["audio_url"], TRACK["stream_audio_url"])
+    assert track.sources == (
+        "/files/t/1/iron.mp3",
+        TRACK["audio_url"],
+        TRACK["source_audio_url"],
+        TRACK["stream_audio_url"],
+    )
     assert track.local == "/files/t/1/iron.mp3"
     assert card.cover == "/files/t/1/iron.jpeg"
 
@@ -121,7 +127,7 @@ def test_players_and_covers_prefer_the_archived_copy() -> None:
 def test_a_local_copy_lookup_cannot_smuggle_a_scheme() -> None:
     """Whatever the archive lookup returns, only http(s) and relay's own paths reach the page."""
     card = build_card([doc(music("complete", "t"), 1)], local_copy=lambda t, u: "javascript:alert(1)")
-    assert card.tracks[0].sources == (TRACK["audio_url"], TRACK["stream_audio_url"])
+    assert card.tracks[0].sources == (TRACK["audio_url"], TRACK["source_audio_url"], TRACK["stream_audio_url"])
     assert card.cover == TRACK["image_url"]
 
 

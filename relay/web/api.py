@@ -62,7 +62,9 @@ class Api:
             raise HTTPException(404, "no deliveries for this task")
         alerts, forwards = await self.board.task_alerts(docs), await self.board.task_forwards(docs)
         body = {"task_id": task_id, "state": task_state(docs), "deliveries": docs, "alerts": alerts}
-        return JSONResponse({**body, "forwards": forwards})
+        archive = self.services.archive
+        files = archive.files_for_task(task_id, [d["id"] for d in docs]) if archive else []
+        return JSONResponse({**body, "forwards": forwards, "files": files})
 
     async def curl(self, request: Request) -> Response:
         """`/api/deliveries/{id}/curl`: the replay command with the token, for the page's copy button."""

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from relay.archive import web as archive_web
 from relay.forward import web as forward_web
 from relay.web.api import Api
 from relay.web.board import Board
@@ -52,6 +53,7 @@ def create_admin_app(services: AdminServices) -> Starlette:
             Route("/healthz", api.healthz),
             Route("/metrics", api.metrics),
             *(forward_web.routes(services.forwards, services.csrf) if services.forwards else []),
+            *(archive_web.routes(services.archive) if services.archive else []),
             *services.extra_routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

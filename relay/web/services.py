@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
+from relay.archive.service import ArchiveService
 from relay.config import AdminSettings
 from relay.csrf import CsrfTokens
 from relay.forward.service import Forwards
@@ -39,6 +40,7 @@ class AdminServices:
     events: EventBroker = field(default_factory=EventBroker)
     settings: AdminSettings = field(default_factory=AdminSettings)
     forwards: Forwards | None = None
+    archive: ArchiveService | None = None
     csrf: CsrfTokens = field(default_factory=CsrfTokens)
     local_copy: LocalCopy = no_local_copy
     archive_bytes: Callable[[], int | None] = _none
