@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -66,6 +67,7 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     settings = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line and not line.startswith("#")}
     assert "IPAddressAllow" not in settings
     assert "ConfigurationDirectory" not in settings  # it would make /etc/relay writable inside the unit
+    assert re.search(r"^LimitNOFILE=\d+$", text, re.M)  # the default soft limit of 1024 is a flood's first target
 
 
 def test_config_errors_name_the_file_behind_the_credential(tmp_path: Path) -> None:
