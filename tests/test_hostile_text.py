@@ -153,3 +153,15 @@ def test_rows_cannot_be_forged(hostile_relay: RelayProcess) -> None:
     """A newline or CR in a title does not add a row to `relay log`: one line per delivery, plus the header."""
     result = CliRunner().invoke(cli, ["log", "--config", str(hostile_relay.config_path)])
     assert len(result.output.splitlines()) == 1 + 2
+
+
+def test_forward_results_are_escaped_too() -> None:
+    """`relay show`'s forward lines quote what targets answered: escaped like the rest, one line per entry."""
+    from relay.cli_forward import forward_lines
+
+    entry = {"target": "t\x1b]0;x\x07", "error": "HTTP 500: \x1b[2J\nok"}
+    job = {"delivery_id": 1, "state": "dead", "targets": [entry]}
+    out = forward_lines([job])
+    assert len(out.splitlines()) == 3
+    assert not RAW_CONTROLS.search(out)
+    assert "\\x1b[2J\\nok" in out
