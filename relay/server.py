@@ -259,15 +259,18 @@ async def _run(
         public.should_exit = True
         await asyncio.gather(*servers, return_exceptions=True)
         raise
-    admin_protocol = protocol_class(http, limits[1], access_log=settings.log.level == "debug")
-    admin = _uvicorn(create_admin_app(relay.admin_services()), admin_protocol, settings)
-    servers.append(asyncio.create_task(admin.serve(sockets=[sockets[1]]), name="admin"))
-    while not (public.started and admin.started) and not any(t.done() for t in servers):
+    while not public.started and not servers[0].done():
         await asyncio.sleep(0.01)
     _announce(relay, sockets[1])
     # READY=1 and the open gate in one step (no await between): no sender gets a 200 before systemd hears of it.
+    # The admin listener answers only from now on, so a /healthz that answers means callbacks are let through.
     notifier.ready(relay.status_line())
     gate.is_open = True
+    admin_protocol = protocol_class(http, limits[1], access_log=settings.log.level == "debug")
+    admin = _uvicorn(create_admin_app(relay.admin_services()), admin_protocol, settings)
+    servers.append(asyncio.create_task(admin.serve(sockets=[sockets[1]]), name="admin"))
+    while not admin.started and not any(t.done() for t in servers):
+        await asyncio.sleep(0.01)
     watchdog = asyncio.create_task(notifier.keep_alive(relay.status_line), name="watchdog")
     stop_wait = asyncio.create_task(stopping.wait())
     await asyncio.wait([stop_wait, *servers], return_when=asyncio.FIRST_COMPLETED)
