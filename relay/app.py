@@ -15,7 +15,11 @@ __all__ = ["AdminServices", "create_admin_app", "create_public_app"]
 
 def create_public_app(receiver: CallbackReceiver) -> Starlette:
     """Only `POST /callback/{token}`; every other path is 404 and other methods 405."""
-    return Starlette(
+    app = Starlette(
         routes=[Route("/callback/{token}", receiver.handle, methods=["POST"])],
         exception_handlers={HTTPException: http_error},
     )
+    # No redirects: Starlette would answer `/callback/<anything>/` with a 307 to a URL built from the Host header
+    # (plain http behind a TLS tunnel), whatever the token.
+    app.router.redirect_slashes = False
+    return app

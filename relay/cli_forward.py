@@ -10,6 +10,7 @@ import httpx
 from relay.cli import admin_auth, cli, config_option, handle_errors, refuse_unauthorized
 from relay.config import load_settings
 from relay.errors import NotRunningError, RelayError
+from relay.escaping import for_terminal
 from relay.formatting import plural
 
 
@@ -49,11 +50,11 @@ def replay(
     if response.status_code != 200:
         raise RelayError(f"replay refused: {answer.get('error', f'HTTP {response.status_code}')}")
     for job in answer.get("forwards", []):
-        click.echo(f"queued delivery {job['delivery_id']} for {', '.join(job['targets'])}")
+        click.echo(for_terminal(f"queued delivery {job['delivery_id']} for {', '.join(job['targets'])}"))
     for job in answer.get("alerts", []):
-        click.echo(f"queued alert for delivery {job['delivery_id']}: {job['title']}")
+        click.echo(for_terminal(f"queued alert for delivery {job['delivery_id']}: {job['title']}"))
     for note in answer.get("notes", []):
-        click.echo(f"note: {note}", err=True)
+        click.echo(for_terminal(f"note: {note}"), err=True)
     if not answer.get("forwards") and not answer.get("alerts"):
         raise RelayError("nothing to replay")
 
@@ -75,4 +76,4 @@ def forward_lines(forwards: list[dict[str, Any]]) -> str:
                 facts.append(f"exit {entry['exit_code']}")
             line = f"    {entry.get('target')}: {entry.get('state')} ({', '.join(facts)})"
             out.append(line + (f": {entry['error']}" if entry.get("error") else ""))
-    return "\n".join(out)
+    return "\n".join(for_terminal(line) for line in out)  # errors quote what targets answered

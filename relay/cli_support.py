@@ -13,6 +13,7 @@ import click
 from relay import errors
 from relay.config import Settings, load_settings
 from relay.errors import RelayError
+from relay.escaping import for_terminal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,10 +64,10 @@ def handle_errors(fn: F) -> F:
         except BrokenPipeError:
             quiet_broken_pipe()
         except RelayError as exc:
-            click.echo(f"relay: {exc}", err=True)
+            click.echo(f"relay: {for_terminal(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except (OSError, ValueError) as exc:
-            click.echo(f"relay: {exc}", err=True)
+            click.echo(f"relay: {for_terminal(str(exc))}", err=True)
             sys.exit(errors.FAILURE)
 
     return wrapper  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay.jsonfiles import Doc, fsync_dir
+from relay.jsonfiles import Doc, complete_length, fsync_dir
 
 logger = logging.getLogger("relay.store")
 
@@ -60,8 +60,8 @@ class Committer:
 
     def open_journal(self) -> None:
         """Open (creating) the journal, so its name is durable before the first append is acknowledged."""
-        self._fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = os.fstat(self._fd).st_size
+        self._fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = cut_torn_tail(self._fd)
         # A commit is acknowledged after fsync of the journal alone, so its name must already be durable:
         # this also makes a preceding rename of the previous journal durable.
         fsync_dir(self.journal.parent)
@@ -156,10 +156,13 @@ class Committer:
         self._size += len(data)
 
     def _move_journal(self) -> None:
-        if self.old_journal.exists():
-            return  # the last snapshot failed; the next one covers both journals and deletes the old one
         if self._fd >= 0 and self._size == 0:
             return  # nothing committed since the last cut
+        if self.old_journal.exists():
+            # The last snapshot failed (or relay stopped before it): the next one covers both journals and deletes
+            # the old one, so the current one joins it; left behind, it would replay onto newer snapshots.
+            self._merge_into_old()
+            return
         self.close()
         try:
             self.journal.rename(self.old_journal)
@@ -169,10 +172,51 @@ class Committer:
         except OSError as exc:  # the next append opens (or creates) the journal again
             logger.error("cannot move %s aside: %s", self.journal.name, exc.strerror or exc)
 
+    def _merge_into_old(self) -> None:
+        if self._fd < 0:
+            return  # the current journal could not be opened: the next append tries again
+        try:
+            old = os.open(self.old_journal, os.O_RDWR | os.O_APPEND)
+        except OSError as exc:
+            logger.error("cannot open %s: %s", self.old_journal.name, exc.strerror or exc)
+            return
+        try:
+            size = cut_torn_tail(old)
+            try:
+                offset = 0
+                while offset < self._size:
+                    chunk = os.pread(self._fd, min(1 << 20, self._size - offset), offset)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(old, view) :]
+                    offset += len(chunk)
+                os.fsync(old)
+            except OSError:
+                os.ftruncate(old, size)  # never leave a torn line for the next merge to glue onto
+                raise
+            # Replaying a change twice changes nothing, so a crash before this truncation loses nothing.
+            os.ftruncate(self._fd, 0)
+            self._size = 0
+        except OSError as exc:
+            logger.error("cannot move %s aside: %s", self.journal.name, exc.strerror or exc)
+        finally:
+            os.close(old)
+
     def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
             self._loop.call_soon_threadsafe(fn, *args)
+
+
+def cut_torn_tail(fd: int) -> int:
+    """Cut a torn last line (a crash mid-append) off the journal open at `fd`; returns the length kept.
+
+    The next append would be glued to it, and the whole line lost on replay. Truncating needs no free space.
+    """
+    length = complete_length(fd)
+    if length < os.fstat(fd).st_size:
+        os.ftruncate(fd, length)
+    return length
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -42,6 +42,10 @@ class ServerSettings(_Section):
     token: SecretStr = SecretStr("")
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     body_timeout: float = Field(default=30.0, gt=0)
+    http: Literal["auto", "httptools", "h11"] = "auto"
+    max_connections: int = Field(default=1000, ge=1)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    idle_timeout: float = Field(default=15.0, gt=0, le=300)
 
 
 class AdminSettings(_Section):
@@ -49,6 +53,7 @@ class AdminSettings(_Section):
 
     host: str = "127.0.0.1"
     port: Port = 8081
+    max_connections: int = Field(default=64, ge=1)
     allowed_hosts: tuple[str, ...] = ()
     username: str = ""
     password_hash: SecretStr = SecretStr("")

@@ -10,8 +10,9 @@ The TinyDB file itself is rewritten in the background at most `flush_interval` a
 file, fsync, rename, fsync of the folder), so it parses at every instant and `jq` or `tinydb.TinyDB(path)` can
 read it. Writing it never stops commits: the committer first moves the journal aside (`.journal` becomes
 `.journal.old`) and carries on in a fresh one; the snapshot then covers everything in the old journal, which is
-deleted once the snapshot is durable. On open, both journals are replayed into the file. One process writes a
-given file: a lock file enforces it.
+deleted once the snapshot is durable. On open, both journals are replayed into memory and kept until the first
+snapshot (if that one finds the old journal still there, the current one is appended to it first). One process
+writes a given file: a lock file enforces it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from relay.jsonfiles import (
     dumps,
     fragment,
     journal_paths,
+    probe_writable,
     read_tables,
+    remove_stale_temps,
     render_fragments,
 )
 
@@ -60,6 +63,13 @@ def ensure_unlocked(path: Path) -> None:
         raise StoreError(_owned_elsewhere(path)) from None
     finally:
         os.close(fd)  # closing drops the probe's own lock
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 class JournaledDB:
@@ -94,7 +104,7 @@ class JournaledDB:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Lock, load the file, replay the journals into it and start an empty journal."""
+        """Lock, load the file and replay the journals into memory (they stay until the first snapshot)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
@@ -105,17 +115,25 @@ class JournaledDB:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StoreError(_owned_elsewhere(self.path)) from None
-        self._tables = read_tables(self.path, tuple(self._tables))
-        for name, docs in self._tables.items():
-            self._frags[name] = {doc_id: fragment(doc_id, dumps(doc)) for doc_id, doc in docs.items()}
-            self._next_id[name] = max(docs, default=0) + 1
         try:
-            atomic_write(self.path, render_fragments(self._frags))
-            for journal in (self.journal_path, self.old_journal_path):
-                journal.unlink(missing_ok=True)
+            for stale in remove_stale_temps(self.path):
+                logger.info("removed %s, left by a write that did not finish", stale.name)
+            self._tables = read_tables(self.path, tuple(self._tables))
+            for name, docs in self._tables.items():
+                self._frags[name] = {doc_id: fragment(doc_id, dumps(doc)) for doc_id, doc in docs.items()}
+                self._next_id[name] = max(docs, default=0) + 1
+            # The journals stay until the first snapshot has folded them in (the maintainer writes it within
+            # flush_interval): starting needs no more free space than an append, so a full disk cannot keep
+            # relay from starting (and answering 503 until space returns).
+            if self.old_journal_path.exists() or _size(self.journal_path):
+                self._version += 1
+            if not self.path.exists():  # readers (jq, TinyDB) expect the file; an empty one is a few bytes
+                atomic_write(self.path, render_fragments({name: {} for name in self._tables}))
             self._committer.open_journal()
         except OSError as exc:
-            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise StoreError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
 
     async def start(self) -> None:
         """Start the committer thread and the task that keeps the TinyDB file current."""
@@ -207,9 +225,20 @@ class JournaledDB:
         while not self._closed.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self.flush_interval)
+            if self._commit_error is not None and not self._closed.is_set():
+                await self._probe()
             if self._version != self._flushed and not self._closed.is_set():
                 with contextlib.suppress(StoreError):  # reported in last_error; tried again next interval
                     await self.flush()
+
+    async def _probe(self) -> None:
+        # A failed commit is otherwise only cleared by the next one: /healthz would say 503 until a callback came.
+        try:
+            await asyncio.to_thread(probe_writable, self.journal_path)
+        except OSError:
+            return
+        logger.info("%s can be written again", self.journal_path.name)
+        self._commit_error = None
 
     # -- back on the loop ----------------------------------------------------------------------------------
 

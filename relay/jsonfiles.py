@@ -6,6 +6,9 @@ Everything here is a plain function over paths, so the CLI can read what a runni
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import json
 import os
 from collections.abc import Iterator
@@ -34,19 +37,74 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """Where `atomic_write` prepares the new content of `path`."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers and crashes only ever see the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = temp_path(path)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        # A partial temp file on a full disk would hold on to the space the next write needs.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temp files a crash left beside `path` and its archives (only the writer may: it holds the lock)."""
+    removed = []
+    for stale in path.parent.glob(f".{glob.escape(path.stem)}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
+#: A probe writes this much: about one journal append, so a disk that takes it takes the next callback.
+PROBE_BYTES = 4096
+
+
+def probe_writable(path: Path) -> None:
+    """Write, fsync and delete a small temp file beside `path`; raises OSError while that is impossible."""
+    probe = path.with_name(f".{path.name}.probe.tmp")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if os.write(fd, b" " * PROBE_BYTES) < PROBE_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+
+
+def complete_length(fd: int) -> int:
+    """How many bytes of the journal open at `fd` are whole lines: a torn append after them is to be cut off."""
+    end = os.fstat(fd).st_size
+    pos = end
+    while pos > 0:
+        start = max(0, pos - 65536)
+        chunk = os.pread(fd, pos - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        pos = start
+    return 0
 
 
 def fragment(doc_id: int, text: str) -> str:

@@ -8,7 +8,6 @@ Every value becomes text in one place, `cell`, so escaping what a payload says h
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import sys
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 import click
+
+from relay.escaping import for_terminal, json_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +59,9 @@ def cell(value: Any) -> str:
         return ""
     if isinstance(value, list | tuple):
         return ", ".join(cell(v) for v in value)
-    return " ".join(str(value).splitlines())
+    # Newlines become spaces; every other control character (ESC, CSI as U+009B, CR, DEL) and lone surrogates
+    # are shown escaped, so no value can drive the terminal or forge a row.
+    return for_terminal(" ".join(str(value).split("\n")))
 
 
 def colour_enabled(stream: IO[str] | None = None) -> bool:
@@ -135,12 +138,12 @@ def emit(
     if fmt == "json":
         if json_lines:
             for doc in documents:
-                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                out.write(json_text(doc) + "\n")
         else:
-            out.write(json.dumps(documents[0] if documents else None, ensure_ascii=False) + "\n")
+            out.write(json_text(documents[0] if documents else None) + "\n")
     elif fmt == "nl":
         for row in rows:
-            out.write(json.dumps({c.key: row.get(c.key) for c in columns}, ensure_ascii=False) + "\n")
+            out.write(json_text({c.key: row.get(c.key) for c in columns}) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([c.key for c in columns])

@@ -50,6 +50,16 @@ class CallbackReceiver:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.metrics = metrics
+        self._reading: set[asyncio.Timeout] = set()
+        self._interrupted = False
+
+    def interrupt_reads(self) -> None:
+        """At shutdown: bodies still being received get their 408 now (and later ones at once), rather than
+        keeping the drain waiting until server.body_timeout and being cancelled into a 500."""
+        self._interrupted = True
+        now = asyncio.get_running_loop().time()
+        for deadline in self._reading:
+            deadline.reschedule(now)
 
     def token_matches(self, candidate: str) -> bool:
         """Constant-time comparison, so response timing tells nothing about the token."""
@@ -79,8 +89,12 @@ class CallbackReceiver:
             )
         progress = [0]  # bytes received so far, for the record of a body that times out
         try:
-            async with asyncio.timeout(self.body_timeout):
-                raw = await self._read(request, progress)
+            async with asyncio.timeout(0 if self._interrupted else self.body_timeout) as deadline:
+                self._reading.add(deadline)
+                try:
+                    raw = await self._read(request, progress)
+                finally:
+                    self._reading.discard(deadline)
         except _TooLarge as exc:
             return await self._reject(
                 exc.head,
@@ -96,7 +110,9 @@ class CallbackReceiver:
         except TimeoutError:
             return await self._reject(
                 b"",
-                f"body not received within {self.body_timeout:g} s",
+                "relay is stopping and the body was not complete"
+                if self._interrupted
+                else f"body not received within {self.body_timeout:g} s",
                 408,
                 received_at,
                 host,

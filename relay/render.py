@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.escaping import for_terminal
 from relay.formatting import mmss, plural, titles
 from relay.output import Column
 from relay.provider.views import watch_line
@@ -166,4 +167,5 @@ def show_task(
         for t in a.get("targets") or []:
             line = f"    {t.get('target')}: {t.get('state')} after {plural(t.get('attempts') or 0, 'attempt')}"
             out.append(line + (f" ({t['error']})" if t.get("error") else ""))
-    return "\n".join(out)
+    # Every value shown comes from a callback: escaped line by line, so none can forge a line or drive the terminal.
+    return "\n".join(for_terminal(line) for line in out)

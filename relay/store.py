@@ -105,18 +105,19 @@ class DeliveryStore:
 
     async def open(self) -> None:
         """Load the live file, reconcile it with the archives and start writing."""
-        self.db.open()
+        # Reading a large log takes a while: off the loop, which meanwhile answers early senders with 503.
+        await asyncio.to_thread(self.db.open)
         for table in TABLES:
             done = max((last for _, _, last, _ in archives(self.path, table)), default=0)
             stale = [doc_id for doc_id in self.db.table(table) if doc_id <= done]
             if stale:  # a crash between writing an archive and the live file: keep the archived copy
                 self.db.drop_from_memory(table, stale)
             self.db.continue_ids_after(table, done)
-        for doc in self._recent_for_memory():
+        for doc in await asyncio.to_thread(lambda: list(self._recent_for_memory())):
             self._remember(doc)
+        # No snapshot here: the maintainer writes one within flush_interval if anything changed, and a start on a
+        # full disk must not fail for want of room to rewrite the whole file.
         await self.db.start()
-        if any(self.db.table(t) for t in TABLES):
-            await self.db.flush()
 
     async def close(self) -> None:
         """Commit everything and release the file."""

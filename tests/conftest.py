@@ -59,6 +59,8 @@ class RelayProcess:
     env: dict[str, str]
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    #: Run relay through this, e.g. ["prlimit", "--nofile=400:400"] (it must exec relay in its own process).
+    command_prefix: list[str] = field(default_factory=list)
 
     @property
     def callback_url(self) -> str:
@@ -75,7 +77,7 @@ class RelayProcess:
     def start(self, wait: bool = True) -> RelayProcess:
         with (self.dir / "relay.out").open("a") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
+                [*self.command_prefix, sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 text=True,

@@ -20,8 +20,27 @@ def relay(make_relay: Any) -> RelayProcess:
     return make_relay()
 
 
-def test_acknowledged_callback_is_in_the_tinydb_file(relay: RelayProcess) -> None:
+#: server.http values: uvicorn's httptools protocol on uvloop (the default), and h11 on asyncio (the fallback).
+STACKS = ["httptools", "h11"]
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    """Each HTTP stack in turn, for the tests of what the HTTP layer does."""
+    return str(request.param)
+
+
+@pytest.fixture
+def any_stack(make_relay: Any, stack: str) -> RelayProcess:
+    """A running relay on each HTTP stack in turn."""
+    relay = make_relay(server={"http": stack})
+    assert f"HTTP: {stack}" in relay.read_output()
+    return relay
+
+
+def test_acknowledged_callback_is_in_the_tinydb_file(any_stack: RelayProcess) -> None:
     """200 {"status": "received"}, and within 2 s the document is in table `callbacks` with every field."""
+    relay = any_stack
     response = relay.post(music())
     assert response.status_code == 200
     assert response.json() == {"status": "received"}
@@ -54,8 +73,9 @@ def test_every_family_shape_is_accepted(relay: RelayProcess, name: str) -> None:
     assert docs[-1]["payload"] == body
 
 
-def test_wrong_token_is_404_and_not_recorded(relay: RelayProcess) -> None:
+def test_wrong_token_is_404_and_not_recorded(any_stack: RelayProcess) -> None:
     """A wrong or missing token is 404 and nothing is recorded as a callback."""
+    relay = any_stack
     url = f"http://127.0.0.1:{relay.port}/callback/not-the-token"
     assert httpx.post(url, json=music()).status_code == 404
     assert httpx.post(f"http://127.0.0.1:{relay.port}/callback/", json=music()).status_code == 404
@@ -63,12 +83,26 @@ def test_wrong_token_is_404_and_not_recorded(relay: RelayProcess) -> None:
     assert [d["task_id"] for d in wait_for(relay.deliveries)] == ["marker"]
 
 
-def test_other_paths_and_methods(relay: RelayProcess) -> None:
+def test_other_paths_and_methods(any_stack: RelayProcess) -> None:
     """Everything but POST /callback/{token} is 404/405; admin pages are never served publicly."""
+    relay = any_stack
     base = f"http://127.0.0.1:{relay.port}"
     assert httpx.get(f"{base}/callback/{TOKEN}").status_code == 405
     for path in ("/", "/healthz", "/metrics", "/api/callbacks", "/api/url"):
         assert httpx.get(base + path).status_code == 404
+
+
+@pytest.mark.parametrize("path", [f"/callback/{TOKEN}/", "/callback/wrong-token/", "/callback/x/y/", "/callback//"])
+def test_no_redirects_on_the_public_listener(any_stack: RelayProcess, path: str) -> None:
+    """No 307 to a URL built from the Host header (plain http behind a TLS tunnel): 404, whatever the token."""
+    url = f"http://127.0.0.1:{any_stack.port}{path}"
+    for response in (
+        httpx.post(url, json=music(), headers={"host": "evil.example.test"}),
+        httpx.get(url, headers={"host": "evil.example.test"}),
+    ):
+        assert response.status_code == 404, (path, response.status_code, response.headers.get("location"))
+        assert "location" not in response.headers
+    assert not any_stack.deliveries()
 
 
 BAD_BODIES = {
@@ -114,9 +148,9 @@ def test_non_object_roots_are_kept(relay: RelayProcess) -> None:
     ]
 
 
-def test_body_over_the_limit_is_413_even_without_content_length(make_relay: Any) -> None:
+def test_body_over_the_limit_is_413_even_without_content_length(make_relay: Any, stack: str) -> None:
     """max_body_bytes is enforced while reading, also for chunked bodies."""
-    relay = make_relay(server={"max_body_bytes": 2048})
+    relay = make_relay(server={"max_body_bytes": 2048, "http": stack})
     big = json.dumps({"pad": "x" * 5000}).encode()
     assert relay.post(big).status_code == 413
 
@@ -130,9 +164,9 @@ def test_body_over_the_limit_is_413_even_without_content_length(make_relay: Any)
     assert relay.post(music()).status_code == 200
 
 
-def test_a_stalled_sender_does_not_block_others(make_relay: Any) -> None:
+def test_a_stalled_sender_does_not_block_others(make_relay: Any, stack: str) -> None:
     """A sender that stops mid-body gets 408 after body_timeout; others are served meanwhile."""
-    relay = make_relay(server={"body_timeout": 3})
+    relay = make_relay(server={"body_timeout": 3, "http": stack})
     stalled = socket.create_connection(("127.0.0.1", relay.port))
     stalled.sendall(
         f"POST /callback/{TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -143,6 +177,16 @@ def test_a_stalled_sender_does_not_block_others(make_relay: Any) -> None:
     stalled.settimeout(30)
     assert b" 408 " in stalled.recv(4096)
     stalled.close()
+
+
+def test_repeated_keys_are_accepted_and_the_body_kept_verbatim(relay: RelayProcess) -> None:
+    """`{"a":1,"a":2}` is a callback like any other (200), and `payload_raw` keeps the text `payload` cannot."""
+    raw = b'{"code": 200, "msg": "first", "msg": "second", "data": {"task_id": "dup-keys"}}'
+    assert relay.post(raw).status_code == 200
+    doc = wait_for(relay.deliveries)[-1]
+    assert doc["payload"]["msg"] == "second"
+    assert doc["payload_raw"] == raw.decode()
+    assert doc["task_id"] == "dup-keys"
 
 
 def test_duplicates_are_flagged_and_each_delivery_kept(relay: RelayProcess) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ def test_units_verify_and_are_hardened(unit: str, tmp_path: Path) -> None:
     settings = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line and not line.startswith("#")}
     assert "IPAddressAllow" not in settings
     assert "ConfigurationDirectory" not in settings  # it would make /etc/relay writable inside the unit
+    assert re.search(r"^LimitNOFILE=\d+$", text, re.M)  # the default soft limit of 1024 is a flood's first target
 
 
 def test_config_errors_name_the_file_behind_the_credential(tmp_path: Path) -> None:
@@ -270,6 +273,72 @@ def test_disk_full_gives_503_and_unhealthy_then_recovers(make_relay: Any, tmp_pa
         assert {*acked, "after"} <= tasks
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str = "4m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted for the test (skipped when mounting needs root it does not have)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"needs to mount a small tmpfs (root): {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte; returns the file that holds the space."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for chunk in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * chunk)
+    return filler
+
+
+def post_until_refused(relay: RelayProcess, prefix: str, acked: list[str]) -> httpx.Response:
+    """Post until a callback is refused (what still fits in the journal's last page may be acknowledged)."""
+    for i in range(200):
+        response = relay.post(music(task=f"{prefix}-{i}"))
+        if response.status_code != 200:
+            return response
+        acked.append(f"{prefix}-{i}")
+    raise AssertionError("the full disk never refused a callback")
+
+
+def test_full_disk_stop_restart_and_recovery_need_no_help(make_relay: Any, tmp_path: Path) -> None:
+    """On a full disk: no temp file keeps the space, SIGTERM exits 0, a restart starts (and answers 503), and once
+    space returns /healthz is 200 again within seconds, without waiting for a callback."""
+    with small_disk(tmp_path) as disk:
+        relay = make_relay(storage={"state_dir": str(disk), "path": str(disk / "callbacks.json")})
+        acked: list[str] = []
+        for i in range(20):  # enough that a snapshot (and its temp file) needs real room
+            assert relay.post(music(task=f"before-{i}")).status_code == 200
+            acked.append(f"before-{i}")
+        filler = fill(disk)
+        assert post_until_refused(relay, "during", acked).status_code == 503
+        wait_for(lambda: httpx.get(f"{relay.admin}/healthz", timeout=10).status_code == 503)
+        wait_for(lambda: not list(disk.glob(".*.tmp")), timeout=10)  # a failed snapshot takes its temp file away
+
+        assert relay.stop() == 0, relay.read_output()
+        assert "Traceback" not in relay.read_output()
+
+        relay.start()  # the disk is still full: relay starts anyway, and refuses what it cannot record
+        assert httpx.get(f"{relay.admin}/healthz", timeout=10).status_code in (200, 503)
+        assert post_until_refused(relay, "restarted", acked).status_code == 503
+        assert httpx.get(f"{relay.admin}/healthz", timeout=10).status_code == 503
+
+        filler.unlink()
+        wait_for(lambda: httpx.get(f"{relay.admin}/healthz", timeout=10).status_code == 200, timeout=30)
+        assert relay.post(music(task="after")).status_code == 200
+        assert relay.stop() == 0
+        assert "Traceback" not in relay.read_output()
+        tasks = {json.loads(line)["task_id"] for line in relay.cli("log", "--json", check=True).stdout.splitlines()}
+        assert {*acked, "after"} <= tasks
 
 
 def test_runs_in_the_environment_the_units_give_it(tmp_path: Path) -> None:

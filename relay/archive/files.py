@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from relay.escaping import for_terminal
 from relay.job_files import jobs_for_task
 
 KIND = "downloads"
@@ -68,4 +69,4 @@ def files_text(files: list[dict[str, Any]]) -> str:
         size = f" {f['bytes']} bytes" if f.get("bytes") is not None else ""
         error = f" ({f['error']})" if f.get("error") else ""
         lines.append(f"  [{f['state']}] {f.get('path') or f['name']}{size}{error}")
-    return "\n".join(lines)
+    return "\n".join(for_terminal(line) for line in lines)  # names come from titles, errors from servers

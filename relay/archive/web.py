@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from relay.archive.service import ArchiveService
 from relay.errors import RelayError
+from relay.escaping import JSONResponse
 
 
 def routes(archive: ArchiveService) -> list[Route]:

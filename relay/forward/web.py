@@ -7,10 +7,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from relay.csrf import CsrfTokens, same_origin
+from relay.escaping import JSONResponse
 from relay.forward.service import Forwards, ReplayError
 from relay.web.links import task_href
 

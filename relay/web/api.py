@@ -7,8 +7,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
+from relay.escaping import JSONResponse
 from relay.query import Filters, parse_since, select, task_state
 from relay.store import read_all
 from relay.web import reads

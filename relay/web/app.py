@@ -8,11 +8,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from relay.archive import web as archive_web
+from relay.escaping import JSONResponse
 from relay.forward import web as forward_web
 from relay.web.api import Api
 from relay.web.board import Board

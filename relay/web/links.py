@@ -27,7 +27,7 @@ def task_href(task_id: str) -> str:
     Browsers resolve a segment that is only dots (`.`, `..`, also spelt `%2e`) as a step up the path, however it
     is quoted, so those ids go in the query string instead.
     """
-    quoted = quote(task_id, safe="")
+    quoted = quote(task_id.encode("utf-8", "surrogatepass"), safe="")  # any string JSON holds, "\ud800" too
     return f"/task?id={quoted}" if task_id.strip(".") == "" else f"/tasks/{quoted}"
 
 
