@@ -181,6 +181,7 @@ class Relay:
                 "writable": log_error is None,
                 "error": log_error,
                 "live_records": len(self.store.db.table("callbacks")),
+                "indexing": self.store.indexer.building,
             },
             "tunnel": tunnel,
             "alerts": alerts,

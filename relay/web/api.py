@@ -9,8 +9,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from relay.query import Filters, parse_since, select, task_state
-from relay.store import read_all
+from relay.query import Filters, parse_since, task_state
+from relay.reads import read_log
 from relay.web import reads
 from relay.web.board import Board
 from relay.web.events import BACKLOG, parse_after
@@ -42,9 +42,8 @@ class Api:
         self.board = board
 
     async def _select(self, filters: Filters, table: str = "callbacks") -> list[dict[str, Any]]:
-        newest = None if filters.needs_everything else filters.limit
         log = self.services.log_path
-        return await asyncio.to_thread(lambda: select(read_all(log, table, newest=newest), filters))
+        return await asyncio.to_thread(read_log, log, filters, table)
 
     async def callbacks(self, request: Request) -> Response:
         """`/api/callbacks`: deliveries, oldest first, with the CLI's filters."""
