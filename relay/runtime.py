@@ -205,6 +205,7 @@ class Relay:
             watch_state=self._watch_state,
             watched_waiting=lambda: len(self.watchlist.active()),
             extra_routes=provider_api.routes(self.watchdog),
+            snapshot=self.store.snapshot,
         )
 
     def _watch_state(self, task_id: str) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -15,7 +14,11 @@ from relay.web import reads
 from relay.web.board import Board
 from relay.web.events import BACKLOG, parse_after
 from relay.web.links import curl_command
+from relay.web.runner import json_body
 from relay.web.services import AdminServices
+
+#: The most deliveries one answer holds: `limit` is capped to it.
+MAX_ROWS = 10_000
 
 
 def _filters(request: Request) -> Filters:
@@ -30,7 +33,7 @@ def _filters(request: Request) -> Filters:
         stage=params.get("stage") or None,
         failed=params.get("failed") in ("1", "true"),
         since=since,
-        limit=max(0, min(limit, 10_000)),
+        limit=max(0, min(limit, MAX_ROWS)),
     )
 
 
@@ -41,17 +44,18 @@ class Api:
         self.services = services
         self.board = board
 
-    async def _select(self, filters: Filters, table: str = "callbacks") -> list[dict[str, Any]]:
-        log = self.services.log_path
-        return await asyncio.to_thread(read_log, log, filters, table)
+    async def _select(self, filters: Filters, table: str) -> Response:
+        log, held = self.services.log_path, self.services.snapshot(table)
+        # Encoded on the read thread too: ten thousand deliveries are megabytes of JSON.
+        return await self.services.reads.run(lambda check: _json({table: read_log(log, filters, table, held, check)}))
 
     async def callbacks(self, request: Request) -> Response:
         """`/api/callbacks`: deliveries, oldest first, with the CLI's filters."""
-        return JSONResponse({"callbacks": await self._select(_filters(request))})
+        return await self._select(_filters(request), "callbacks")
 
     async def rejected(self, request: Request) -> Response:
         """`/api/rejected`: rejected requests."""
-        return JSONResponse({"rejected": await self._select(_filters(request), "rejected")})
+        return await self._select(_filters(request), "rejected")
 
     async def task(self, request: Request) -> Response:
         """`/api/tasks/{task_id}`: a task's state, deliveries and alerts."""
@@ -61,11 +65,16 @@ class Api:
             raise HTTPException(404, "no deliveries for this task")
         alerts, forwards = await self.board.task_alerts(docs), await self.board.task_forwards(docs)
         body = {"task_id": task_id, "state": task_state(docs), "deliveries": docs, "alerts": alerts}
-        return JSONResponse({**body, "forwards": forwards})
+        return await self.services.reads.run(lambda check: _json({**body, "forwards": forwards}))
 
     async def curl(self, request: Request) -> Response:
         """`/api/deliveries/{id}/curl`: the replay command with the token, for the page's copy button."""
-        doc = await asyncio.to_thread(reads.one_delivery, self.services.log_path, request.path_params["delivery_id"])
+        log, held, wanted = (
+            self.services.log_path,
+            self.services.snapshot("callbacks"),
+            request.path_params["delivery_id"],
+        )
+        doc = await self.services.reads.run(lambda check: reads.one_delivery(log, wanted, held))
         if doc is None:
             raise HTTPException(404, "no such delivery")
         command = curl_command(self.services.local_callback_url(), doc.get("payload"), masked=False)
@@ -93,10 +102,14 @@ class Api:
         log = self.services.log_path
 
         async def backlog(since: int) -> list[dict[str, Any]]:
-            return await asyncio.to_thread(reads.deliveries_after, log, since, BACKLOG)
+            return await self.services.reads.run(lambda check: reads.deliveries_after(log, since, BACKLOG))
 
         return StreamingResponse(
             self.services.events.stream(after, backlog),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
+
+
+def _json(value: dict[str, Any]) -> Response:
+    return Response(json_body(value), media_type="application/json")
