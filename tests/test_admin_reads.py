@@ -6,8 +6,10 @@ while every read is held; then reads flow continuously over a largish log while 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,28 @@ def test_reads_out_of_time_are_504_and_reads_without_a_turn_503(tmp_path: Path) 
         assert "since=" in answers[0].json()["error"]
         # Released, the threads end their reads at once and serve again.
         wait_for(lambda: httpx.get(f"{r.admin}/api/callbacks", timeout=60).status_code == 200)
+
+
+def test_reads_in_a_row_leave_the_loop_its_share() -> None:
+    """After a read that took 50 ms of CPU, the next read starts no sooner than 50 ms later (share 0.5)."""
+    marks: dict[str, float] = {}
+
+    def busy(check: Any) -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.05:
+            pass
+        marks["busy done"] = time.monotonic()
+
+    def next_read(check: Any) -> None:
+        marks["next started"] = time.monotonic()
+
+    async def scenario() -> None:
+        reads = ReadRunner(share=0.5)
+        await reads.run(busy)
+        await reads.run(next_read)
+
+    asyncio.run(scenario())
+    assert marks["next started"] - marks["busy done"] >= 0.05
 
 
 VALUES: dict[str, dict[str, Any]] = {

@@ -4,6 +4,10 @@ A read (finding the documents, rendering the page or the JSON) runs on a small p
 asyncio's default one the store uses for snapshots and rotation, so held or slow reads can delay neither an
 acknowledgement nor the log's own upkeep. At most `workers` reads run at once; a read that waits longer than
 `timeout` for a turn gets 503, one that runs longer gets 504 and is stopped at its next archive.
+
+The read threads share the GIL and two cores with the loop. Under a continuous stream of reads they take at most
+`share` of the time: after each read, the next one waits as long again as the last took on the CPU, so a page
+reloaded in a loop (or a script polling the API) halves its rate rather than the acknowledgements'.
 """
 
 from __future__ import annotations
@@ -29,9 +33,18 @@ Check = Callable[[], None]
 class ReadRunner:
     """Runs `fn(check)` on the read threads; `check()` raises once the read has run out of time."""
 
-    def __init__(self, workers: int = 2, timeout: float = 10.0, before_read: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 10.0,
+        share: float = 0.5,
+        before_read: Callable[[], None] | None = None,
+    ) -> None:
         self.timeout = timeout
         self._workers = workers
+        self._rest = 1 / share - 1  # CPU seconds of rest per CPU second of reading
+        self._pace = threading.Lock()  # guards _ready_at, which the read threads share
+        self._ready_at = 0.0
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="admin-read")
         self._slots: asyncio.Semaphore | None = None
         # Tests hold reads here to prove that acknowledgements never wait for one.
@@ -60,8 +73,18 @@ class ReadRunner:
         def work() -> T:
             if self._before_read is not None:
                 self._before_read()
+            with self._pace:
+                rest = self._ready_at - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
             check()
-            return fn(check)
+            started = time.thread_time()
+            try:
+                return fn(check)
+            finally:
+                used = time.thread_time() - started
+                with self._pace:
+                    self._ready_at = max(self._ready_at, time.monotonic()) + used * self._rest
 
         future = self._executor.submit(work)
         # The turn is given back when the thread is done, not when the request gives up on it: the threads that
