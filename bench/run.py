@@ -358,8 +358,8 @@ class Servers:
         wait_listening(f"http://127.0.0.1:{self.admin_port}/healthz")
         return proc, time.perf_counter() - started
 
-    def readers(self, tasks: int, seconds: float, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        """Admin reads in a loop for `seconds`; the process prints what it saw."""
+    def readers(self, tasks: int, seconds: float, concurrency: int) -> subprocess.Popen[bytes]:
+        """Admin reads in a loop, back to back, from `concurrency` clients for `seconds`; prints what it saw."""
         args = [sys.executable, "-c", READERS, str(self.admin_port), str(tasks), f"{seconds:g}", str(concurrency)]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=self.env)
         self.running.append(proc)
@@ -397,6 +397,7 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=200, help="callbacks for the alert latency figure")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per server; medians are reported")
     parser.add_argument("--reads", type=int, default=100, help="GETs of each task view for the read latency")
+    parser.add_argument("--readers", type=int, default=1, help="clients reading the admin pages back to back")
     parser.add_argument(
         "--load",
         choices=["auto", "wrk", "python"],
@@ -470,7 +471,7 @@ def main() -> None:
     for _ in range(args.rounds):
         at_full["bare"].append(drive(baselines[best_bare], args.seconds, load, work))
         at_full["relay"].append(drive(servers.relay_url, args.seconds, load, work))
-        readers = servers.readers(tasks, args.seconds + 2)
+        readers = servers.readers(tasks, args.seconds + 2, args.readers)
         time.sleep(1)
         at_full["relay, admin reads running"].append(drive(servers.relay_url, args.seconds, load, work))
         out, _ = readers.communicate(timeout=300)
@@ -573,7 +574,9 @@ def report(
         for status, count in stats["statuses"].items():
             statuses[status] = statuses.get(status, 0) + count
     print(
-        f"\nadmin reads while loaded: {reads_done} in {args.rounds} runs, statuses {statuses}, "
+        f"\nadmin reads while loaded ({args.readers} client(s) reading /tasks/X, /api/tasks/X, / and "
+        f"/api/callbacks?stage=complete&limit=100 back to back): {reads_done} in {args.rounds} runs, "
+        f"statuses {statuses}, "
         f"p50 {statistics.median(s['p50'] for s in reader_stats) * ms:.1f} ms, "
         f"p99 {max(s['p99'] for s in reader_stats) * ms:.1f} ms; relay then did "
         f"{full['relay, admin reads running'].rps:.0f} req/s (quiet {full['relay'].rps:.0f})"
