@@ -67,6 +67,12 @@ WHERE archive = :archive
 ORDER BY doc_id DESC LIMIT :limit
 """
 
+_DAILY = """
+SELECT CAST(received / 86400 AS INTEGER) AS day, ok, count(*) FROM docs
+WHERE archive = :archive AND received >= :after
+GROUP BY day, ok
+"""
+
 #: (table, first id, last id, path) of an archive file, as store.archives lists them.
 ArchiveFile = tuple[str, int, int, Path]
 #: Where a document sits: (doc id, start, length); start and length are None when unknown.
@@ -127,6 +133,10 @@ class IndexReader:
             found.setdefault(archive, []).append((doc_id, start, length))
         return found
 
+    def daily(self, archive: int, after: float) -> list[tuple[int, int | None, int]]:
+        """(UTC day number, ok, count) of one archive's documents that arrived at `after` or later."""
+        return list(self._conn.execute(_DAILY, {"archive": archive, "after": after}))
+
     def location(self, name: str, doc_id: int) -> tuple[int | None, int | None] | None:
         """Where one document sits in the archive `name` (start, length), or None when not indexed there."""
         query = "SELECT start, length FROM docs WHERE archive = (SELECT id FROM archives WHERE name = ?) AND doc_id = ?"
@@ -150,6 +160,8 @@ def unindexed(log_path: Path, on_disk: list[ArchiveFile]) -> list[str]:
         return [path.name for *_, path in on_disk]
     try:
         known = {name for table in {a[0] for a in on_disk} for name in reader.archives(table)}
+    except sqlite3.Error:
+        known = set()  # unusable: as good as none
     finally:
         reader.close()
     return [path.name for *_, path in on_disk if path.name not in known]

@@ -313,3 +313,18 @@ def test_fragment_offsets_point_at_each_document() -> None:
     data = render_fragments({"callbacks": frags})
     located = {i: (start, end - start) for i, start, end, _ in locate_documents(data.decode(), "callbacks")}
     assert fragment_offsets("callbacks", frags) == located
+
+
+@pytest.mark.parametrize("source", ["files", "memory"])
+@pytest.mark.parametrize("days", [3, 7, 30], ids=["3-days", "7-days", "30-days"])
+def test_the_charts_counts_come_from_the_index_as_from_the_log(log: Path, days: int, source: str) -> None:
+    """Deliveries per day and outcome, summed by the index, are what counting every delivery gives."""
+    from relay.web import chart
+    from relay.web import reads as page_reads
+
+    since = (NOW - timedelta(days=days)).date()
+    expected = chart.tally(page_reads.newest_first(log), since, limit=10**9)
+    assert page_reads.daily_outcomes(log, since) is None  # not indexed: the caller reads the log instead
+    index_everything(log)
+    snapshot = held_in_memory(log, "callbacks") if source == "memory" else None
+    assert page_reads.daily_outcomes(log, since, snapshot) == expected

@@ -152,7 +152,10 @@ class Board:
                 log, held = self.services.log_path, self.services.snapshot("callbacks")
                 self.tally.begin()
                 counts, through = await self.services.reads.run(
-                    lambda check: chart.tally(reads.newest_first(log, "callbacks", held, check), since)
+                    lambda check: (
+                        reads.daily_outcomes(log, since, held, check)
+                        or chart.tally(reads.newest_first(log, "callbacks", held, check), since)
+                    )
                 )
                 self.tally.install(counts, through)
         return chart.svg(self.tally.series(today))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from relay.log_index import IndexReader, unindexed
 from relay.query import Filters
 from relay.reads import read_at, read_log
 from relay.store import Snapshot, archive_names, archives, parse_iso, read_all
+from relay.web.chart import OUTCOMES, Counts, outcome_of
 
 #: How far back beyond a task's oldest delivery found its page still looks (see task_deliveries).
 TASK_SPAN = timedelta(days=2)
@@ -95,9 +96,10 @@ def one_delivery(log_path: Path, delivery_id: int, snapshot: Snapshot | None = N
     names = archive_names(log_path, "callbacks") if snapshot is None else snapshot.archives
     for _, first, last, name in names:
         if first <= delivery_id <= last:
-            return _indexed_delivery(log_path, name, delivery_id) or read_tinydb(log_path.with_name(name)).get(
-                "callbacks", {}
-            ).get(delivery_id)
+            found = _indexed_delivery(log_path, name, delivery_id)
+            if found is None:  # not indexed (yet): the whole archive
+                found = read_tinydb(log_path.with_name(name)).get("callbacks", {}).get(delivery_id)
+            return found
     return None
 
 
@@ -116,6 +118,49 @@ def _indexed_delivery(log_path: Path, name: str, delivery_id: int) -> Doc | None
     finally:
         index.close()
     return doc if doc is not None and doc.get("id", delivery_id) == delivery_id else None
+
+
+def daily_outcomes(
+    log_path: Path, since: date, snapshot: Snapshot | None = None, check: Check | None = None
+) -> tuple[Counts, int] | None:
+    """Deliveries per day and outcome from `since` on, and the newest id counted, from the live table and the
+    read index (a few thousand rows summed per day in SQLite, no archive opened); None when an archive that can
+    hold some is not indexed (the caller then reads the log, see chart.tally)."""
+    after = datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()
+    live = read_table(log_path, "callbacks") if snapshot is None else snapshot.live
+    names = archive_names(log_path, "callbacks") if snapshot is None else snapshot.archives
+    index = IndexReader.open(log_path) if names else None
+    counts: Counts = {}
+    try:
+        indexed = {} if index is None else (index.archives("callbacks") if snapshot is None else snapshot.indexed)
+        wanted = []
+        for _, _, _, name in names:
+            entry = indexed.get(name)
+            if entry is None:
+                return None
+            if entry.last_at is not None and entry.last_at >= after:
+                wanted.append(entry.id)
+        for archive in wanted:
+            if check is not None:
+                check()
+            assert index is not None
+            for day, ok, count in index.daily(archive, after):
+                outcome = "ok" if ok == 1 else "failed" if ok == 0 else "other"
+                counts.setdefault(date.fromordinal(_EPOCH + day), dict.fromkeys(OUTCOMES, 0))[outcome] += count
+    except sqlite3.Error:
+        return None
+    finally:
+        if index is not None:
+            index.close()
+    for doc in live.values():
+        when = parse_iso(doc.get("received_at"))
+        if when is not None and when.date() >= since:
+            counts.setdefault(when.date(), dict.fromkeys(OUTCOMES, 0))[outcome_of(doc)] += 1
+    newest_id = max([*live, *(last for _, _, last, _ in names)], default=0)
+    return counts, newest_id
+
+
+_EPOCH = date(1970, 1, 1).toordinal()
 
 
 def deliveries_after(log_path: Path, after: int, limit: int) -> list[Doc]:
