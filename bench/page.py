@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.run import preload
+from bench.run import preload, wait_indexed
 from tests.conftest import build_relay, end_relay
 from tests.family import music
 
@@ -39,6 +39,7 @@ def measure(records: int, rounds: int) -> dict[str, float]:
             preload(state, records)
         relay = build_relay(Path(folder))
         try:
+            wait_indexed(relay.log_path, timeout=3600)  # the first start builds the read index in the background
             for n in range(30):
                 relay.post(music("complete", task=f"recent-{n}"))
             times: dict[str, list[float]] = {name: [] for name in PATHS}

@@ -14,7 +14,8 @@ from relay.job_files import job_archives, jobs_for_task
 from relay.jsonfiles import read_table, read_tinydb
 from relay.output import emit, output_options
 from relay.provider.watchlist import read_rows
-from relay.query import Filters, parse_since, select, task_state
+from relay.query import Filters, parse_since, task_state
+from relay.reads import read_log
 from relay.render import (
     DELIVERY_COLUMNS,
     ITEM_COLUMNS,
@@ -25,7 +26,6 @@ from relay.render import (
     rejected_rows,
     show_task,
 )
-from relay.store import read_all
 
 
 @click.command("log")
@@ -67,9 +67,7 @@ def log_command(
         since=parse_since(since) if since else None,
         limit=limit if limit is not None else (50 if fmt == "table" else None),
     )
-    table = "rejected" if rejected else "callbacks"
-    newest = None if filters.needs_everything else filters.limit
-    docs = select(read_all(settings.log_path, table, newest=newest), filters)
+    docs = read_log(settings.log_path, filters, "rejected" if rejected else "callbacks")
     if rejected:
         emit(fmt, REJECTED_COLUMNS, rejected_rows(docs), docs, "no rejected requests")
         return
@@ -117,7 +115,7 @@ def show(config_path: str | None, task_id: str, fmt: str) -> None:
         relay show 2fac4e1c9f72
     """
     settings = load(config_path)
-    deliveries = select(read_all(settings.log_path), Filters(task=task_id))
+    deliveries = read_log(settings.log_path, Filters(task=task_id))
     watch = next((row for row in read_rows(settings.watch_path) if row.get("task_id") == task_id), None)
     if not deliveries and not watch:
         raise RelayError(f"no deliveries for task {task_id!r}")

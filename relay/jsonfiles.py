@@ -11,6 +11,7 @@ import errno
 import glob
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,78 @@ def render_fragments(tables: dict[str, dict[int, str]]) -> bytes:
     """A TinyDB document from the fragments (see `fragment`) of each table; joining them is all the work."""
     body = ",".join(f"{json.dumps(name)}:{{{','.join(frags.values())}}}" for name, frags in tables.items())
     return ("{" + body + "}\n").encode("ascii")
+
+
+def fragment_offsets(table: str, frags: dict[int, str]) -> dict[int, tuple[int, int]]:
+    """Where each document sits in `render_fragments({table: frags})`: id -> (byte offset, length)."""
+    offsets = {}
+    pos = len(f"{{{json.dumps(table)}:{{")
+    for doc_id, frag in frags.items():
+        head = len(f'"{doc_id}":')
+        offsets[doc_id] = (pos + head, len(frag) - head)
+        pos += len(frag) + 1  # and the comma
+    return offsets
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def locate_documents(text: str, table: str) -> Iterator[tuple[int, int, int, Doc]]:
+    """Each document of `table` in the text of a TinyDB file: (id, start, end, document), in file order.
+
+    Parses the file as json.loads would, one value at a time, so the caller also learns where each document sits;
+    raises ValueError where json.loads would.
+    """
+    pos = _token(text, 0, "{")
+    if text.startswith("}", pos):
+        return
+    while True:
+        name, pos = _key(text, pos)
+        if name == table and text.startswith("{", pos):
+            pos = _skip(text, pos + 1)
+            while not text.startswith("}", pos):
+                key, start = _key(text, pos)
+                doc, end = _DECODER.raw_decode(text, start)
+                if key.isdigit() and isinstance(doc, dict):
+                    yield int(key), start, end, doc
+                pos = _skip(text, end)
+                if text.startswith(",", pos):
+                    pos = _skip(text, pos + 1)
+                    if not text.startswith('"', pos):
+                        raise ValueError(f"expected a key at {pos}")
+                elif not text.startswith("}", pos):
+                    raise ValueError(f"expected , or }} at {pos}")
+            pos += 1
+        else:
+            _, pos = _DECODER.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if text.startswith("}", pos):
+            return
+        pos = _token(text, pos, ",")
+
+
+def _token(text: str, pos: int, token: str) -> int:
+    """The position after `token` (and the blanks around it) at `pos`."""
+    pos = _skip(text, pos)
+    if not text.startswith(token, pos):
+        raise ValueError(f"expected {token} at {pos}")
+    return _skip(text, pos + 1)
+
+
+def _skip(text: str, pos: int) -> int:
+    """The position of the first non-blank character at or after `pos`."""
+    match = _SPACE.match(text, pos)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _key(text: str, pos: int) -> tuple[str, int]:
+    """An object key at `pos`, and the position of its value."""
+    if not text.startswith('"', pos):
+        raise ValueError(f"expected a key at {pos}")
+    key, pos = _DECODER.raw_decode(text, pos)
+    return key, _token(text, pos, ":")
 
 
 def read_tinydb(path: Path) -> dict[str, dict[int, Doc]]:

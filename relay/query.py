@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relay.payloads import advance
-from relay.store import parse_iso
+from relay.timestamps import parse_iso
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -32,31 +32,39 @@ class Filters:
     since: timedelta | None = None
     limit: int | None = None
 
-    @property
-    def needs_everything(self) -> bool:
-        """Whether the whole history must be read (a filter may skip the newest documents)."""
-        return bool(self.task or self.stage or self.failed or self.since)
+
+def cutoff(filters: Filters) -> datetime | None:
+    """The earliest arrival `filters.since` lets through, from now."""
+    return datetime.now(UTC) - filters.since if filters.since is not None else None
+
+
+def matches(doc: dict[str, Any], filters: Filters, since: datetime | None) -> bool:
+    """Whether a document passes every filter but `limit` (`since` as returned by `cutoff`)."""
+    if filters.task is not None and doc.get("task_id") != filters.task:
+        return False
+    if filters.stage is not None and doc.get("stage") != filters.stage:
+        return False
+    if filters.failed and doc.get("ok") is not False:
+        return False
+    if since is not None:
+        when = parse_iso(doc.get("received_at"))
+        if when is None or when < since:
+            return False
+    return True
 
 
 def select(docs: Iterable[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
     """The matching documents, oldest first, the newest `limit` of them."""
-    cutoff = datetime.now(UTC) - filters.since if filters.since is not None else None
-    chosen = []
-    for doc in docs:
-        if filters.task is not None and doc.get("task_id") != filters.task:
-            continue
-        if filters.stage is not None and doc.get("stage") != filters.stage:
-            continue
-        if filters.failed and doc.get("ok") is not False:
-            continue
-        if cutoff is not None:
-            when = parse_iso(doc.get("received_at"))
-            if when is None or when < cutoff:
-                continue
-        chosen.append(doc)
-    if filters.limit is not None:
-        chosen = chosen[-filters.limit :] if filters.limit > 0 else []
-    return chosen
+    since = cutoff(filters)
+    chosen = [doc for doc in docs if matches(doc, filters, since)]
+    return newest(chosen, filters.limit)
+
+
+def newest(docs: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """The last `limit` of `docs` (all of them when `limit` is None)."""
+    if limit is None:
+        return docs
+    return docs[-limit:] if limit > 0 else []
 
 
 def task_state(deliveries: Iterable[dict[str, Any]]) -> str | None:

@@ -204,6 +204,7 @@ class Relay:
                 "writable": log_error is None,
                 "error": log_error,
                 "live_records": len(self.store.db.table("callbacks")),
+                "indexing": self.store.indexer.building,
             },
             "tunnel": tunnel,
             "alerts": alerts,
@@ -231,6 +232,7 @@ class Relay:
             watch_state=self._watch_state,
             watched_waiting=lambda: len(self.watchlist.active()),
             extra_routes=provider_api.routes(self.watchdog),
+            snapshot=self.store.snapshot,
         )
 
     def _watch_state(self, task_id: str) -> str | None:

@@ -4,7 +4,8 @@ Layout beside `storage.path` (say `callbacks.json`):
 - `callbacks.json`: the live TinyDB file (tables `callbacks` and `rejected`), small because of rotation;
 - `callbacks.json.journal` (and `.journal.old` while it is being folded in): changes not yet written into it
   (see journal.py);
-- `callbacks-archive-<table>-<first id>-<last id>.json`: older deliveries, each a TinyDB file of the same form.
+- `callbacks-archive-<table>-<first id>-<last id>.json`: older deliveries, each a TinyDB file of the same form;
+- `callbacks-index.sqlite`: the read index of the archives, derived from them (see log_index.py).
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from relay.errors import StoreError
+from relay.indexer import Indexer
 from relay.journal import JournaledDB
 from relay.jsonfiles import Doc, atomic_write, read_table, read_tinydb, render_fragments
+from relay.log_index import Indexed
 from relay.model import Delivery
 from relay.payloads import advance, outcome
+from relay.timestamps import now_iso as now_iso  # re-exported: others take the two from here
+from relay.timestamps import parse_iso as parse_iso
 
 logger = logging.getLogger("relay.store")
 
@@ -40,32 +46,33 @@ def archive_pattern(path: Path) -> re.Pattern[str]:
     return re.compile(re.escape(path.stem) + r"-archive-(callbacks|rejected)-(\d+)-(\d+)\.json")
 
 
-def archives(path: Path, table: str | None = None) -> list[tuple[str, int, int, Path]]:
-    """Archive files beside the log, oldest first, as (table, first id, last id, path)."""
+def archive_names(path: Path, table: str | None = None) -> list[tuple[str, int, int, str]]:
+    """Archive files beside the log, oldest first, as (table, first id, last id, file name).
+
+    Names rather than paths: a read at a million deliveries lists a thousand archives and opens a few.
+    """
     pattern = archive_pattern(path)
     found = []
     with contextlib.suppress(FileNotFoundError):
-        for entry in path.parent.iterdir():
-            match = pattern.fullmatch(entry.name)
+        for name in os.listdir(path.parent):  # noqa: PTH208 - names only: a Path each costs more than the listing
+            match = pattern.fullmatch(name)
             if match and (table is None or match[1] == table):
-                found.append((match[1], int(match[2]), int(match[3]), entry))
+                found.append((match[1], int(match[2]), int(match[3]), name))
     return sorted(found, key=lambda a: (a[0], a[1]))
 
 
-def now_iso() -> str:
-    """The current UTC time, ISO 8601 with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def archives(path: Path, table: str | None = None) -> list[tuple[str, int, int, Path]]:
+    """Archive files beside the log, oldest first, as (table, first id, last id, path)."""
+    return [(kind, first, last, path.with_name(name)) for kind, first, last, name in archive_names(path, table)]
 
 
-def parse_iso(value: Any) -> datetime | None:
-    """A datetime from a stored `received_at`, or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+@dataclass(frozen=True)
+class Snapshot:
+    """What relay holds in memory about one table of its log, taken on the event loop for a read elsewhere."""
+
+    live: Mapping[int, Doc]  # the documents not yet archived
+    archives: list[tuple[str, int, int, str]]  # as archive_names lists them
+    indexed: Mapping[str, Indexed]  # what the read index holds, by archive name
 
 
 class DeliveryStore:
@@ -81,6 +88,9 @@ class DeliveryStore:
         self._rotating = asyncio.Lock()
         self._rotation: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
+        self.indexer = Indexer(path, lambda: archives(path))
+        # The archive files, kept up to date by rotation and retention, so reads need not list the folder.
+        self._archives: list[tuple[str, int, int, str]] = []
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call `subscriber` on the loop with each delivery once it is durably recorded, however it came in."""
@@ -107,8 +117,9 @@ class DeliveryStore:
         """Load the live file, reconcile it with the archives and start writing."""
         # Reading a large log takes a while: off the loop, which meanwhile answers early senders with 503.
         await asyncio.to_thread(self.db.open)
+        self._archives = archive_names(self.path)
         for table in TABLES:
-            done = max((last for _, _, last, _ in archives(self.path, table)), default=0)
+            done = max((last for kind, _, last, _ in self._archives if kind == table), default=0)
             stale = [doc_id for doc_id in self.db.table(table) if doc_id <= done]
             if stale:  # a crash between writing an archive and the live file: keep the archived copy
                 self.db.drop_from_memory(table, stale)
@@ -118,12 +129,22 @@ class DeliveryStore:
         # No snapshot here: the maintainer writes one within flush_interval if anything changed, and a start on a
         # full disk must not fail for want of room to rewrite the whole file.
         await self.db.start()
+        self.indexer.start()
 
     async def close(self) -> None:
         """Commit everything and release the file."""
         if self._rotation is not None:
             await self._rotation
+        await self.indexer.close()
         await self.db.close()
+
+    def snapshot(self, table: str = "callbacks") -> Snapshot:
+        """The live table, the archives and what the index holds of them, for a read off the event loop.
+
+        Taken in one go on the loop: a document rotation moves is then either in `live` or in an archive listed.
+        """
+        archived = [entry for entry in self._archives if entry[0] == table]
+        return Snapshot(dict(self.db.table(table)), archived, self.indexer.indexed(table))
 
     def _recent_for_memory(self) -> Iterator[Doc]:
         """The newest `MEMORY` deliveries, oldest first, reduced to what duplicate and state tracking need.
@@ -218,11 +239,14 @@ class DeliveryStore:
                 ids = list(docs)[: len(docs) - self.rotate_records]
                 frags = self.db.fragments(table)
                 moved = {doc_id: frags[doc_id] for doc_id in ids}  # copied here: the loop owns the tables
+                moved_docs = {doc_id: docs[doc_id] for doc_id in ids}
                 name = f"{self.path.stem}-archive-{table}-{ids[0]:09d}-{ids[-1]:09d}.json"
                 await asyncio.to_thread(_write_archive, self.path.with_name(name), table, moved)
                 # Only once the archive is durable; a crash before the next snapshot keeps both copies,
                 # and open() drops the live one.
+                self._archives.append((table, ids[0], ids[-1], name))
                 self.db.drop_from_memory(table, ids)
+                self.indexer.archived(self.path.with_name(name), table, moved_docs, moved)
                 moved_any = True
                 logger.info("rotated %d %s into %s", len(ids), table, name)
             if moved_any:
@@ -231,7 +255,11 @@ class DeliveryStore:
     def prune(self, older_than_days: float | None = None) -> list[Path]:
         """Delete archive files whose newest delivery is older than the retention period."""
         days = self.retention_days if older_than_days is None else older_than_days
-        return prune_archives(self.path, days)
+        removed = prune_archives(self.path, days)
+        gone = {path.name for path in removed}
+        self._archives = [entry for entry in self._archives if entry[3] not in gone]
+        self.indexer.pruned(removed)
+        return removed
 
 
 def _write_archive(path: Path, table: str, frags: dict[int, str]) -> None:

@@ -125,7 +125,15 @@ class RelayProcess:
             assert result.returncode == 0, result.stderr
         return result
 
+    def recorded(self, table: str = "callbacks") -> list[dict[str, Any]]:
+        """Every document of `table` as `relay log` reads it: durable at acknowledgement, journal included."""
+        from relay.query import Filters
+        from relay.reads import read_log
+
+        return read_log(self.log_path, Filters(), table)
+
     def deliveries(self) -> list[dict[str, Any]]:
+        """Every delivery in the TinyDB file itself (written at most a second after the acknowledgement)."""
         from tinydb import TinyDB
 
         with TinyDB(self.log_path, access_mode="r") as db:
@@ -211,6 +219,14 @@ def provider() -> Iterator[FakeProvider]:
     """The fake provider API on a loopback port (see tests/fake_provider.py)."""
     with Running(FakeProvider()) as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def shared_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """One relay with default settings for every test of a module that tells its deliveries apart from others'."""
+    relay = build_relay(tmp_path_factory.mktemp("shared"))
+    yield relay
+    end_relay(relay)
 
 
 # -- capture servers ------------------------------------------------------------------------------------------

@@ -1,23 +1,38 @@
-"""The public endpoint on a real server: what is acknowledged is on disk, bad input gets a reason."""
+"""The public endpoint on a real server: what is acknowledged is on disk, bad input gets a reason.
+
+The cases share one relay (`shared_relay`) and tell their deliveries apart by task id or by order; what each
+callback shape becomes is checked in-process in test_payloads.py.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
-from tests.conftest import TOKEN, RelayProcess, wait_for
+from relay.cli import cli
+from tests.conftest import TOKEN, RelayProcess, build_relay, end_relay, wait_for
 from tests.family import FAMILY, music
 
 
 @pytest.fixture
-def relay(make_relay: Any) -> RelayProcess:
-    """A running relay with default settings."""
-    return make_relay()
+def relay(shared_relay: RelayProcess) -> RelayProcess:
+    """The module's running relay with default settings."""
+    return shared_relay
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """A relay with a small body limit and a short body timeout."""
+    relay = build_relay(tmp_path_factory.mktemp("limited"), server={"max_body_bytes": 2048, "body_timeout": 2})
+    yield relay
+    end_relay(relay)
 
 
 #: server.http values: uvicorn's httptools protocol on uvloop (the default), and h11 on asyncio (the fallback).
@@ -41,11 +56,10 @@ def any_stack(make_relay: Any, stack: str) -> RelayProcess:
 def test_acknowledged_callback_is_in_the_tinydb_file(any_stack: RelayProcess) -> None:
     """200 {"status": "received"}, and within 2 s the document is in table `callbacks` with every field."""
     relay = any_stack
-    response = relay.post(music())
+    response = relay.post(music(task="in-file"))
     assert response.status_code == 200
     assert response.json() == {"status": "received"}
-    docs = wait_for(relay.deliveries, timeout=10)
-    doc = docs[0]
+    doc = wait_for(lambda: next((d for d in relay.deliveries() if d["task_id"] == "in-file"), None), timeout=10)
     for key in (
         "received_at",
         "task_id",
@@ -59,28 +73,27 @@ def test_acknowledged_callback_is_in_the_tinydb_file(any_stack: RelayProcess) ->
         "payload",
     ):
         assert key in doc
-    assert doc["payload"] == music()
+    assert doc["payload"] == music(task="in-file")
     assert doc["tracks"][0]["title"] == "Iron Man"
     assert set(doc["tracks"][0]) >= {"id", "title", "audio_url", "image_url", "duration", "tags"}
 
 
-@pytest.mark.parametrize("name", list(FAMILY), ids=list(FAMILY))
-def test_every_family_shape_is_accepted(relay: RelayProcess, name: str) -> None:
+def test_every_family_shape_is_accepted(relay: RelayProcess) -> None:
     """No callback is rejected for its shape: every family member gets 200 and is kept verbatim."""
-    body = FAMILY[name][0]
-    assert relay.post(body).status_code == 200
-    docs = wait_for(relay.deliveries)
-    assert docs[-1]["payload"] == body
+    for name, (body, _) in FAMILY.items():
+        assert relay.post(body).status_code == 200, name
+        assert relay.recorded()[-1]["payload"] == body, name
 
 
 def test_wrong_token_is_404_and_not_recorded(any_stack: RelayProcess) -> None:
     """A wrong or missing token is 404 and nothing is recorded as a callback."""
     relay = any_stack
+    before = len(relay.recorded())
     url = f"http://127.0.0.1:{relay.port}/callback/not-the-token"
-    assert httpx.post(url, json=music()).status_code == 404
-    assert httpx.post(f"http://127.0.0.1:{relay.port}/callback/", json=music()).status_code == 404
+    assert httpx.post(url, json=music(task="wrong-token")).status_code == 404
+    assert httpx.post(f"http://127.0.0.1:{relay.port}/callback/", json=music(task="wrong-token")).status_code == 404
     relay.post(music(task="marker"))
-    assert [d["task_id"] for d in wait_for(relay.deliveries)] == ["marker"]
+    assert [d["task_id"] for d in relay.recorded()[before:]] == ["marker"]
 
 
 def test_other_paths_and_methods(any_stack: RelayProcess) -> None:
@@ -126,8 +139,9 @@ def test_bad_input_gets_400_with_reason_and_raw_bytes_recorded(relay: RelayProce
     response = relay.post(raw)
     assert response.status_code == 400, response.text
     assert response.json()["error"]
-    rejected = wait_for(lambda: relay.cli("log", "--rejected", "--json", check=True).stdout.strip())
-    doc = json.loads(rejected.splitlines()[-1])
+    rejected = CliRunner().invoke(cli, ["log", "--rejected", "--json", "--config", str(relay.config_path)])
+    assert rejected.exit_code == 0, rejected.output
+    doc = json.loads(rejected.stdout.splitlines()[-1])
     assert doc["size"] == len(raw)
     assert doc["reason"] == response.json()["error"]
     recorded = doc["body"].encode() if "body" in doc else __import__("base64").b64decode(doc["body_base64"])
@@ -140,12 +154,7 @@ def test_non_object_roots_are_kept(relay: RelayProcess) -> None:
     """JSON that is not an object is still a callback relay keeps (kind unknown), not an error."""
     for body in ([1, 2], "text", 42, None):
         assert relay.post(json.dumps(body).encode()).status_code == 200
-    assert [d["payload"] for d in wait_for(lambda: len(relay.deliveries()) == 4 and relay.deliveries())] == [
-        [1, 2],
-        "text",
-        42,
-        None,
-    ]
+    assert [d["payload"] for d in relay.recorded()[-4:]] == [[1, 2], "text", 42, None]
 
 
 def test_body_over_the_limit_is_413_even_without_content_length(make_relay: Any, stack: str) -> None:
@@ -192,8 +201,8 @@ def test_repeated_keys_are_accepted_and_the_body_kept_verbatim(relay: RelayProce
 def test_duplicates_are_flagged_and_each_delivery_kept(relay: RelayProcess) -> None:
     """A retried delivery is its own record with duplicate=true."""
     for _ in range(3):
-        assert relay.post(music()).status_code == 200
-    docs = wait_for(lambda: len(relay.deliveries()) == 3 and relay.deliveries())
+        assert relay.post(music(task="dup")).status_code == 200
+    docs = [d for d in relay.recorded() if d["task_id"] == "dup"]
     assert [d["duplicate"] for d in docs] == [False, True, True]
 
 
@@ -204,7 +213,8 @@ def test_concurrent_identical_deliveries_flag_all_but_one(relay: RelayProcess) -
         t.start()
     for t in threads:
         t.join()
-    docs = wait_for(lambda: len(relay.deliveries()) == 8 and relay.deliveries())
+    docs = [d for d in relay.recorded() if d["task_id"] == "same"]
+    assert len(docs) == 8
     assert sum(not d["duplicate"] for d in docs) == 1
 
 

@@ -1,14 +1,19 @@
-"""Lenient extraction from every callback shape of the family (pure functions, no server)."""
+"""Every callback shape of the family: lenient extraction (pure functions) and recording, in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.formatting import titles
+from relay.ingest import delivery_doc, parse_body
+from relay.jsonfiles import read_table
 from relay.payloads import advance, extract
+from relay.store import DeliveryStore
 from tests.family import FAMILY
 
 
@@ -26,6 +31,23 @@ def test_extracts_what_the_body_says(body: Any, expected: dict[str, Any]) -> Non
             assert fields["tracks"][0][key] == value
         else:
             assert fields[key] == value, key
+
+
+@pytest.mark.parametrize("body", [body for body, _ in FAMILY.values()], ids=list(FAMILY))
+def test_every_family_shape_is_recorded_verbatim(body: Any, tmp_path: Path) -> None:
+    """No shape is refused: each family member parses, is recorded in the log and reads back exactly as sent."""
+    raw = json.dumps(body).encode()
+
+    async def record() -> None:
+        store = DeliveryStore(tmp_path / "callbacks.json")
+        await store.open()
+        await store.record(delivery_doc(parse_body(raw), "2026-11-25T04:01:22.354Z", len(raw), "relay.example.test"))
+        await store.close()
+
+    asyncio.run(record())
+    (doc,) = read_table(tmp_path / "callbacks.json", "callbacks").values()
+    assert doc["payload"] == body
+    assert doc["size"] == len(raw)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -10,13 +9,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from relay.escaping import JSONResponse
-from relay.query import Filters, parse_since, select, task_state
-from relay.store import read_all
+from relay.query import Filters, parse_since, task_state
+from relay.reads import read_log
 from relay.web import reads
 from relay.web.board import Board
 from relay.web.events import BACKLOG, parse_after
 from relay.web.links import curl_command
+from relay.web.runner import json_body
 from relay.web.services import AdminServices
+
+#: The most deliveries one answer holds: `limit` is capped to it.
+MAX_ROWS = 10_000
 
 
 def _filters(request: Request) -> Filters:
@@ -31,7 +34,7 @@ def _filters(request: Request) -> Filters:
         stage=params.get("stage") or None,
         failed=params.get("failed") in ("1", "true"),
         since=since,
-        limit=max(0, min(limit, 10_000)),
+        limit=max(0, min(limit, MAX_ROWS)),
     )
 
 
@@ -42,18 +45,18 @@ class Api:
         self.services = services
         self.board = board
 
-    async def _select(self, filters: Filters, table: str = "callbacks") -> list[dict[str, Any]]:
-        newest = None if filters.needs_everything else filters.limit
-        log = self.services.log_path
-        return await asyncio.to_thread(lambda: select(read_all(log, table, newest=newest), filters))
+    async def _select(self, filters: Filters, table: str) -> Response:
+        log, held = self.services.log_path, self.services.snapshot(table)
+        # Encoded on the read thread too: ten thousand deliveries are megabytes of JSON.
+        return await self.services.reads.run(lambda check: _json({table: read_log(log, filters, table, held, check)}))
 
     async def callbacks(self, request: Request) -> Response:
         """`/api/callbacks`: deliveries, oldest first, with the CLI's filters."""
-        return JSONResponse({"callbacks": await self._select(_filters(request))})
+        return await self._select(_filters(request), "callbacks")
 
     async def rejected(self, request: Request) -> Response:
         """`/api/rejected`: rejected requests."""
-        return JSONResponse({"rejected": await self._select(_filters(request), "rejected")})
+        return await self._select(_filters(request), "rejected")
 
     async def task(self, request: Request) -> Response:
         """`/api/tasks/{task_id}`: a task's state, deliveries and alerts."""
@@ -65,11 +68,16 @@ class Api:
         body = {"task_id": task_id, "state": task_state(docs), "deliveries": docs, "alerts": alerts}
         archive = self.services.archive
         files = archive.files_for_task(task_id, [d["id"] for d in docs]) if archive else []
-        return JSONResponse({**body, "forwards": forwards, "files": files})
+        return await self.services.reads.run(lambda check: _json({**body, "forwards": forwards, "files": files}))
 
     async def curl(self, request: Request) -> Response:
         """`/api/deliveries/{id}/curl`: the replay command with the token, for the page's copy button."""
-        doc = await asyncio.to_thread(reads.one_delivery, self.services.log_path, request.path_params["delivery_id"])
+        log, held, wanted = (
+            self.services.log_path,
+            self.services.snapshot("callbacks"),
+            request.path_params["delivery_id"],
+        )
+        doc = await self.services.reads.run(lambda check: reads.one_delivery(log, wanted, held))
         if doc is None:
             raise HTTPException(404, "no such delivery")
         command = curl_command(self.services.local_callback_url(), doc.get("payload"), masked=False)
@@ -97,10 +105,14 @@ class Api:
         log = self.services.log_path
 
         async def backlog(since: int) -> list[dict[str, Any]]:
-            return await asyncio.to_thread(reads.deliveries_after, log, since, BACKLOG)
+            return await self.services.reads.run(lambda check: reads.deliveries_after(log, since, BACKLOG))
 
         return StreamingResponse(
             self.services.events.stream(after, backlog),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
+
+
+def _json(value: dict[str, Any]) -> Response:
+    return Response(json_body(value), media_type="application/json")

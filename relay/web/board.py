@@ -1,4 +1,5 @@
-"""Assembling what a page shows: reads in a thread, then the pure builders (cards, strip, chart) on the loop."""
+"""Assembling what a page shows: reads on the read threads (web/runner.py), then the pure builders (cards, strip,
+chart)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class Board:
             for docs in tasks
             if isinstance(docs[-1].get("task_id"), str)
         }
-        found = await asyncio.to_thread(reads.jobs_by_task, self.services.outbox_path, ALERTS, wanted)
+        outbox = self.services.outbox_path
+        found = await self.services.reads.run(lambda check: reads.jobs_by_task(outbox, ALERTS, wanted))
         return {task: mask_targets(rows) for task, rows in found.items()}
 
     def _cards(self, tasks: Sequence[Sequence[Mapping[str, Any]]], alerts: Mapping[str, Any]) -> list[TaskCard]:
@@ -72,19 +74,23 @@ class Board:
     async def page(self, query: PageQuery) -> tuple[Page, list[TaskCard]]:
         """One page of the index."""
         now = datetime.now(UTC)
-        log = self.services.log_path
-        page = await asyncio.to_thread(lambda: collect(reads.newest_first(log), query, now))
+        log, held = self.services.log_path, self.services.snapshot("callbacks")
+        page = await self.services.reads.run(
+            lambda check: collect(reads.newest_first(log, "callbacks", held, check), query, now)
+        )
         return page, self._cards(page.tasks, await self._alerts(page.tasks))
 
     async def deliveries(
         self, task_id: str | None, delivery_id: int | None, complete: bool = False
     ) -> list[dict[str, Any]]:
         """A task's deliveries (oldest first), or the one delivery that has no task (see reads.task_deliveries)."""
-        log = self.services.log_path
+        log, held = self.services.log_path, self.services.snapshot("callbacks")
         if task_id is not None:
-            return await asyncio.to_thread(reads.task_deliveries, log, task_id, complete)
+            return await self.services.reads.run(
+                lambda check: reads.task_deliveries(log, task_id, complete, held, check)
+            )
         if delivery_id is not None:
-            doc = await asyncio.to_thread(reads.one_delivery, log, delivery_id)
+            doc = await self.services.reads.run(lambda check: reads.one_delivery(log, delivery_id, held))
             return [doc] if doc is not None and doc.get("task_id") is None else []
         return []
 
@@ -103,7 +109,8 @@ class Board:
         forwards, task_id = self.services.forwards, docs[-1].get("task_id")
         if forwards is None or not isinstance(task_id, str):
             return []
-        return await asyncio.to_thread(forwards.for_task, task_id, [int(d["id"]) for d in docs])
+        ids = [int(d["id"]) for d in docs]
+        return await self.services.reads.run(lambda check: forwards.for_task(task_id, ids))
 
     async def task(self, docs: list[dict[str, Any]]) -> tuple[TaskCard, list[dict[str, Any]], list[DeliveryView]]:
         """The task page: the card, the alert rows in full, and each delivery with payload and replay command."""
@@ -142,8 +149,13 @@ class Board:
         async with self._seeding:
             if not self.tally.seeded:
                 since = today - timedelta(days=chart.DAYS - 1)
-                log = self.services.log_path
+                log, held = self.services.log_path, self.services.snapshot("callbacks")
                 self.tally.begin()
-                counts, through = await asyncio.to_thread(lambda: chart.tally(reads.newest_first(log), since))
+                counts, through = await self.services.reads.run(
+                    lambda check: (
+                        reads.daily_outcomes(log, since, held, check)
+                        or chart.tally(reads.newest_first(log, "callbacks", held, check), since)
+                    )
+                )
                 self.tally.install(counts, through)
         return chart.svg(self.tally.series(today))

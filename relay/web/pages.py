@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +64,11 @@ class Pages:
         self.board = board
         self.templates = templates()
 
-    def _render(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-        return self.templates.TemplateResponse(request, name, context, status_code=status)
+    async def _render(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        # Rendered on a read thread: a page of cards, or a task with its payloads, is work the loop need not do.
+        return await self.services.reads.run(
+            lambda check: self.templates.TemplateResponse(request, name, context, status_code=status)
+        )
 
     async def index(self, request: Request) -> Response:
         """`/`: the health strip, the chart, filters, and one card per task, newest first."""
@@ -74,17 +76,17 @@ class Pages:
             query = parse_query(request.query_params)
         except ValueError as exc:
             context = {"query": PageQuery(), "error": str(exc), "cards": [], "page": None, "after": 0}
-            return self._render(request, "index.html", {**context, **await self._overview()}, 400)
+            return await self._render(request, "index.html", {**context, **await self._overview()}, 400)
         page, cards = await self.board.page(query)
         context = {"query": query, "cards": cards, "page": page, "after": page.newest_id, "error": None}
-        return self._render(request, "index.html", {**context, **await self._overview()})
+        return await self._render(request, "index.html", {**context, **await self._overview()})
 
     async def _overview(self) -> dict[str, Any]:
         return {"strip": self.board.strip(), "chart": await self.board.chart()}
 
     async def overview(self, request: Request) -> Response:
         """Fragment: the health strip and the chart, for live updates."""
-        return self._render(request, "overview.html", await self._overview())
+        return await self._render(request, "overview.html", await self._overview())
 
     async def _task_docs(self, request: Request) -> tuple[str | None, list[dict[str, Any]]]:
         task_id = request.path_params.get("task_id", request.query_params.get("id"))
@@ -99,8 +101,8 @@ class Pages:
         """`/tasks/{id}` (and `/task?id=`, `/deliveries/{n}`): everything about one task."""
         task_id, docs = await self._task_docs(request)
         if not docs:
-            return self._render(request, "missing.html", {"task_id": task_id}, 404)
-        return self._render(request, "task.html", await self._task_context(docs))
+            return await self._render(request, "missing.html", {"task_id": task_id}, 404)
+        return await self._render(request, "task.html", await self._task_context(docs))
 
     async def _task_context(self, docs: list[dict[str, Any]]) -> dict[str, Any]:
         card, alerts, views = await self.board.task(docs)
@@ -117,7 +119,7 @@ class Pages:
         _, docs = await self._task_docs(request)
         if not docs:
             return Response(status_code=204)
-        return self._render(request, "task_body.html", await self._task_context(docs))
+        return await self._render(request, "task_body.html", await self._task_context(docs))
 
     async def card_fragment(self, request: Request) -> Response:
         """Fragment: one card, or 204 when the index's filters (passed along) leave it out."""
@@ -129,9 +131,10 @@ class Pages:
         card = await self.board.one_card(docs, query)
         if card is None:
             return Response(status_code=204)
-        return self._render(request, "card.html", {"card": card})
+        return await self._render(request, "card.html", {"card": card})
 
     async def rejected(self, request: Request) -> Response:
         """`/rejected`: requests relay refused, newest first, with their reasons and bodies."""
-        docs = await asyncio.to_thread(reads.newest, self.services.log_path, "rejected", 200)
-        return self._render(request, "rejected.html", {"rejected": docs})
+        log, held = self.services.log_path, self.services.snapshot("rejected")
+        docs = await self.services.reads.run(lambda check: reads.newest(log, "rejected", 200, held, check))
+        return await self._render(request, "rejected.html", {"rejected": docs})

@@ -14,8 +14,10 @@ from relay.config import AdminSettings
 from relay.csrf import CsrfTokens
 from relay.forward.service import Forwards
 from relay.metrics import Metrics
+from relay.store import Snapshot
 from relay.web.cards import LocalCopy, no_local_copy
 from relay.web.events import EventBroker
+from relay.web.runner import ReadRunner
 
 
 def _none(*_: Any) -> None:
@@ -28,6 +30,8 @@ class AdminServices:
 
     The last fields are hooks for parts that plug in later: the archive's local copies (`local_copy`,
     `archive_bytes`) and the watch list (`watch_state`, `watched_waiting`); until then they answer None.
+    `snapshot` gives what relay holds in memory about a table of its log (without it, reads go to the files, as
+    the CLI's do); `reads` runs every read of the files, off the event loop.
     """
 
     log_path: Path
@@ -47,3 +51,5 @@ class AdminServices:
     watch_state: Callable[[str], str | None] = _none
     watched_waiting: Callable[[], int | None] = _none
     extra_routes: Sequence[BaseRoute] = ()  # e.g. the watch and poll endpoints (relay/provider/api.py)
+    snapshot: Callable[[str], Snapshot | None] = _none
+    reads: ReadRunner = field(default_factory=ReadRunner)
