@@ -306,8 +306,11 @@ class JobQueue:
                 await self._tidy()
             self._wake.clear()
             delay = None if next_due is None else min(5.0, max(0.05, next_due - time.time()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as the
+            # event is set, and the worker would then outlive stop() (seen as a hang at shutdown).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay if delay is not None else 5.0)
+                async with asyncio.timeout(delay if delay is not None else 5.0):
+                    await self._wake.wait()
 
     def _dispatch(self) -> float | None:
         """Start what is due, per kind and target; return when something next becomes due."""

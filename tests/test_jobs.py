@@ -216,3 +216,23 @@ def test_failing_job_ends_dead(tmp_path: Path, retry: bool) -> None:
             assert row["targets"][0]["error"] == "no"
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("ticks", range(4), ids=lambda n: f"{n}-ticks")
+def test_worker_ends_when_cancelled_as_it_is_woken(tmp_path: Path, ticks: int) -> None:
+    """A cancel that arrives as the worker is woken ends it (3.11's wait_for could swallow it: a hang at stop)."""
+
+    async def main() -> None:
+        kind = Scripted()
+        async with running(tmp_path, kind) as (_store, queue):
+            await asyncio.sleep(0.05)  # the worker is waiting for work
+            task = queue._task
+            assert task is not None
+            queue._wake.set()
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=10)
+            assert done, "the worker went on after it was cancelled"
+
+    asyncio.run(main())

@@ -176,8 +176,9 @@ class Watchdog:
                 logger.exception("watchdog round failed")
                 next_at = time.time() + self.settings.poll_interval
             delay = 60.0 if next_at is None else min(60.0, max(0.0, next_at - time.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for can swallow a cancel (see jobs.py)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _round(self) -> float | None:
         """Give up on overdue tasks, poll the due ones; returns when the next one is due."""
