@@ -35,12 +35,16 @@ def _unicode_escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match[0]):04x}"
 
 
+def escape_json(text: str) -> str:
+    """JSON text (from any encoder with ensure_ascii=False) with DEL, C1 controls and lone surrogates escaped."""
+    # Outside strings JSON is plain ASCII, so every match is inside a string, where an escape means the same.
+    return _JSON_UNSAFE.sub(_unicode_escape, text)
+
+
 def json_text(value: Any, **dumps: Any) -> str:
     """`json.dumps(value, ensure_ascii=False)` that a terminal and UTF-8 can take: DEL, C1 controls and lone
     surrogates become `\\uXXXX` escapes, so the text still parses to the same value."""
-    text = json.dumps(value, ensure_ascii=False, **dumps)
-    # Outside strings JSON is plain ASCII, so every match is inside a string, where an escape means the same.
-    return _JSON_UNSAFE.sub(_unicode_escape, text)
+    return escape_json(json.dumps(value, ensure_ascii=False, **dumps))
 
 
 class JSONResponse(starlette.responses.JSONResponse):

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
 
+from relay.escaping import escape_json
 from relay.reads import ReadCancelled
 
 T = TypeVar("T")
@@ -121,4 +122,5 @@ def json_body(value: dict[str, Any]) -> bytes:
             "[" + ",".join(_ENCODER.encode(x) for x in item) + "]" if isinstance(item, list) else _ENCODER.encode(item)
         )
         parts.append(f"{_ENCODER.encode(key)}:{text}")
-    return ("{" + ",".join(parts) + "}").encode("utf-8")
+    # Lone surrogates cannot be UTF-8 and C1 controls drive terminals: escaped as relay's other JSON is.
+    return escape_json("{" + ",".join(parts) + "}").encode("utf-8")
