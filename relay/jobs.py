@@ -18,13 +18,13 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from relay.errors import StoreError
-from relay.job_files import KEEP_FINISHED, archive_finished, recent_keys
+from relay.job_files import KEEP_FINISHED, archive_finished, archived_for_task, recent_keys
 from relay.journal import JournaledDB
 from relay.model import Delivery
 from relay.store import DeliveryStore, now_iso, read_all
@@ -417,6 +417,36 @@ class JobQueue:
             self.db.drop_from_memory(name, moving)
             with contextlib.suppress(StoreError):  # reported in last_error; the next flush writes it
                 await self.db.flush()
+
+
+class KindView:
+    """What the rest of relay asks of one kind's jobs: how many wait or died, and a task's rows."""
+
+    #: The kind's table; a subclass names it.
+    kind_name = ""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+
+    @property
+    def pending(self) -> int:
+        """Jobs not yet done for every target."""
+        return self.queue.count(self.kind_name, "pending")
+
+    @property
+    def dead(self) -> int:
+        """Jobs some target gave up on (still in the live outbox)."""
+        return self.queue.count(self.kind_name, "dead")
+
+    @property
+    def recent_dead(self) -> int:
+        """Jobs given up on in the last 24 hours (these make /healthz unhealthy)."""
+        return self.queue.count(self.kind_name, "dead", since=time.time() - 86400)
+
+    def for_task(self, task_id: str, delivery_ids: Iterable[int] = ()) -> list[dict[str, Any]]:
+        """A task's jobs, archived (found by its deliveries' ids) and live, oldest first."""
+        archived = archived_for_task(self.queue.path, self.kind_name, task_id, delivery_ids)
+        return [*archived, *self.queue.for_task(self.kind_name, task_id)]
 
 
 def _job(doc_id: int, row: dict[str, Any], entry: dict[str, Any]) -> Job:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,7 @@ from relay.alerts import AlertSender, Target
 from relay.config import NotifySettings
 from relay.covers import ArchivedLookup, Covers, make_fetcher
 from relay.digest import digest
-from relay.job_files import archived_for_task
-from relay.jobs import Attempt, Job, JobQueue, JobSpec
+from relay.jobs import Attempt, Job, JobQueue, JobSpec, KindView
 from relay.messages import Message
 from relay.metrics import Metrics
 from relay.model import Delivery
@@ -150,11 +149,13 @@ def archived_cover(queue: JobQueue) -> ArchivedLookup:
     return lookup
 
 
-class Outbox:
+class Outbox(KindView):
     """The alert side of the queue, as the rest of relay uses it."""
 
+    kind_name = KIND
+
     def __init__(self, queue: JobQueue, kind: AlertKind) -> None:
-        self.queue = queue
+        super().__init__(queue)
         self.kind = kind
         self.sender = kind.sender
         kind.on_dead = self.target_dying
@@ -181,21 +182,3 @@ class Outbox:
         """Tunnel callback: alert that tasks submitted with the old URL will not call back."""
         self.queue.spawn(self.enqueue(messages.url_changed(old, new), key=f"url:{new}:{time.time()}"))
 
-    @property
-    def pending(self) -> int:
-        """Alerts not yet delivered to every target."""
-        return self.queue.count(KIND, "pending")
-
-    @property
-    def dead(self) -> int:
-        """Alerts some target gave up on (still in the live outbox)."""
-        return self.queue.count(KIND, "dead")
-
-    @property
-    def recent_dead(self) -> int:
-        """Alerts given up on in the last 24 hours (these make /healthz unhealthy)."""
-        return self.queue.count(KIND, "dead", since=time.time() - 86400)
-
-    def for_task(self, task_id: str, delivery_ids: Iterable[int] = ()) -> list[dict[str, Any]]:
-        """The alerts of one task, archived (found by its deliveries' ids) and live, for the web page."""
-        return [*archived_for_task(self.queue.path, KIND, task_id, delivery_ids), *self.queue.for_task(KIND, task_id)]

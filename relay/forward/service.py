@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,8 +11,7 @@ from relay import messages
 from relay.errors import RelayError
 from relay.forward.filters import matches
 from relay.forward.kind import KIND, ForwardKind
-from relay.job_files import archived_for_task
-from relay.jobs import JobQueue
+from relay.jobs import JobQueue, KindView
 from relay.metrics import Metrics
 from relay.outbox import KIND as ALERTS
 from relay.outbox import Outbox
@@ -55,34 +53,18 @@ class DownloadJobs:
         return paths
 
 
-class Forwards:
+class Forwards(KindView):
     """The forward side of the queue: what the admin API, the page and the health check ask of it."""
 
+    kind_name = KIND
+
     def __init__(self, queue: JobQueue, kind: ForwardKind, outbox: Outbox, metrics: Metrics) -> None:
-        self.queue = queue
+        super().__init__(queue)
         self.kind = kind
         self.outbox = outbox
         metrics.gauge("relay_forwards_pending", "Forwards waiting to be delivered", lambda: self.pending)
         metrics.gauge("relay_dead_forwards", "Forwards given up on", lambda: self.dead)
 
-    @property
-    def pending(self) -> int:
-        """Forwards not yet delivered to every target."""
-        return self.queue.count(KIND, "pending")
-
-    @property
-    def dead(self) -> int:
-        """Forwards some target gave up on (still in the live outbox)."""
-        return self.queue.count(KIND, "dead")
-
-    @property
-    def recent_dead(self) -> int:
-        """Forwards given up on in the last 24 hours."""
-        return self.queue.count(KIND, "dead", since=time.time() - 86400)
-
-    def for_task(self, task_id: str, delivery_ids: Iterable[int] = ()) -> list[dict[str, Any]]:
-        """The forwards of one task, archived and live, oldest first."""
-        return [*archived_for_task(self.queue.path, KIND, task_id, delivery_ids), *self.queue.for_task(KIND, task_id)]
 
     async def replay(
         self, delivery_id: int | None = None, task_id: str | None = None, to: Iterable[str] = (), alerts: bool = False
