@@ -65,6 +65,7 @@ class Relay:
         #: Called with (old, new) when the tunnel's public URL changes.
         self.url_listeners: list[Callable[[str | None, str], None]] = [self.outbox.url_changed]
         self.watchlist = WatchList(settings.watch_path)
+        self.watchlist.listeners.append(self.events.watch)
         self.watchdog = Watchdog(
             settings.provider, self.watchlist, self.store, self.outbox.enqueue, link_base=settings.notify.link_base
         )

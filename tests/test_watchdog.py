@@ -159,3 +159,28 @@ def test_request_body_merges_file_and_params(tmp_path: Path) -> None:
 def test_callback_url_carries_the_kind(url: str, expected: str) -> None:
     """The kind rides in the callBackUrl's query, whatever query it had."""
     assert with_kind(url, "wav") == expected
+
+
+def test_watch_state_changes_reach_the_page_as_events(tmp_path: Path) -> None:
+    """Watching a task and each change of its watch state is a `watch` event for open pages (issue #14 item 2)."""
+    from relay.provider.watchlist import WatchList
+    from relay.web.events import Event, EventBroker
+
+    async def main() -> list[tuple[str, Any]]:
+        broker = EventBroker()
+        seen: list[Event] = []
+        broker.publish = seen.append  # type: ignore[method-assign]
+        watchlist = WatchList(tmp_path / "watch.json")
+        watchlist.listeners.append(broker.watch)
+        async with watchlist:
+            await watchlist.add("t1", "music", first_poll=0.0, source="watch")
+            await watchlist.update("t1", polls=1)  # no change of state: no event
+            await watchlist.update("t1", state="polling")
+            await watchlist.update("t1", state="done")
+        return [(e.name, dict(e.data)) for e in seen]
+
+    assert asyncio.run(main()) == [
+        ("watch", {"task_id": "t1", "state": "waiting"}),
+        ("watch", {"task_id": "t1", "state": "polling"}),
+        ("watch", {"task_id": "t1", "state": "done"}),
+    ]

@@ -13,13 +13,17 @@ A row: `task_id`, `kind`, `state` (`waiting` until `poll_after`, `polling`, then
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from relay.journal import JournaledDB
 from relay.jsonfiles import read_table
 from relay.store import now_iso
+
+logger = logging.getLogger("relay.watch")
 
 TABLE = "tasks"
 STATES = ("waiting", "polling", "done", "failed", "lost")
@@ -38,6 +42,8 @@ class WatchList:
         self.db = JournaledDB(path, (TABLE,))
         self._ids: dict[str, int] = {}
         self._lock = asyncio.Lock()  # updates read-modify-write a row; the watchdog and deliveries race
+        #: Called on the loop with a row whenever a task is watched or its state changes (the page's events).
+        self.listeners: list[Callable[[Row], None]] = []
 
     async def __aenter__(self) -> WatchList:
         self.db.open()
@@ -91,6 +97,7 @@ class WatchList:
             row["ended_at"] = row["watched_at"]
         async with self._lock:
             self._ids[task_id] = await self.db.put(TABLE, row, self._ids.get(task_id))
+        self._tell(row)
         return row
 
     async def update(self, task_id: str, **changes: Any) -> Row:
@@ -110,9 +117,18 @@ class WatchList:
                 changes = {k: v for k, v in changes.items() if k not in ("state", "next_poll", "reason")}
             if changes.get("state") not in (None, *ACTIVE, row["state"]):
                 changes["ended_at"] = now_iso()
-            row = {**row, **changes}
-            await self.db.put(TABLE, row, doc_id)
-            return row
+            updated = {**row, **changes}
+            await self.db.put(TABLE, updated, doc_id)
+        if updated["state"] != row["state"]:
+            self._tell(updated)
+        return updated
+
+    def _tell(self, row: Row) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(row)
+            except Exception:  # a listener's bug must not fail the watch itself
+                logger.exception("watch listener failed for %s", row.get("task_id"))
 
 
 def read_rows(path: Path) -> list[Row]:

@@ -97,6 +97,10 @@ class EventBroker:
         """Job queue subscriber: a job (alert, download, watch, …) was queued or changed state."""
         self.publish(Event("job", {"kind": kind, "task_id": row.get("task_id"), "state": row.get("state")}))
 
+    def watch(self, row: Mapping[str, Any]) -> None:
+        """Watch list listener: a task was watched or its watch state changed."""
+        self.publish(Event("watch", {"task_id": row.get("task_id"), "state": row.get("state")}))
+
     def close(self) -> None:
         """End every stream, so a shutdown is not held up by open pages (they reconnect to the next relay)."""
         self.closed = True
