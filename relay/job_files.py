@@ -8,6 +8,7 @@ that can hold its jobs.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,11 +29,13 @@ def job_archives(path: Path, kind: str) -> list[tuple[int, int, Path]]:
     pattern = _pattern(path)
     found = []
     with contextlib.suppress(FileNotFoundError):
-        for entry in path.parent.iterdir():
-            match = pattern.fullmatch(entry.name)
+        # Names, not Paths: the folder also holds the log's archives, a thousand of them at a million deliveries,
+        # and a task view lists it for each kind.
+        for name in os.listdir(path.parent):  # noqa: PTH208
+            match = pattern.fullmatch(name)
             if match and match[1] == kind:
-                found.append((int(match[4]), int(match[2]), int(match[3]), entry))
-    return [(first, last, p) for _, first, last, p in sorted(found)]
+                found.append((int(match[4]), int(match[2]), int(match[3]), name))
+    return [(first, last, path.with_name(name)) for _, first, last, name in sorted(found)]
 
 
 def archive_finished(path: Path, kind: str, frags: dict[int, str], rows: list[Doc]) -> Path:
