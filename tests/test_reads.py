@@ -323,8 +323,21 @@ def test_the_charts_counts_come_from_the_index_as_from_the_log(log: Path, days: 
     from relay.web import reads as page_reads
 
     since = (NOW - timedelta(days=days)).date()
-    expected = chart.tally(page_reads.newest_first(log), since, limit=10**9)
     assert page_reads.daily_outcomes(log, since) is None  # not indexed: the caller reads the log instead
     index_everything(log)
+    write_archive(log.parent, "callbacks", range(121, 141))  # rotated a moment ago: not indexed yet
+    expected = chart.tally(page_reads.newest_first(log), since, limit=10**9)
     snapshot = held_in_memory(log, "callbacks") if source == "memory" else None
     assert page_reads.daily_outcomes(log, since, snapshot) == expected
+
+
+def test_a_task_page_goes_through_the_index_while_the_newest_archive_is_not_indexed_yet(log: Path) -> None:
+    """The archive rotation has just written is read in full; the others only where the task index points."""
+    from relay.web import reads as page_reads
+
+    index_everything(log)
+    write_archive(log.parent, "callbacks", range(121, 141))
+    expected = select(read_all(log), Filters(task="rare"))
+    assert expected
+    spoil_all_but(log, {41, 121})
+    assert page_reads.task_deliveries(log, "rare") == expected

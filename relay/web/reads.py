@@ -25,6 +25,9 @@ from relay.web.chart import OUTCOMES, Counts, outcome_of
 TASK_SPAN = timedelta(days=2)
 #: The most deliveries a task view holds (a real task has a handful; this bounds a pathological one).
 TASK_LIMIT = 10_000
+#: Archives the index may lack for reads to still go through it (reading those few in full). Under load the
+#: archive rotation has just written is not indexed for a moment; an index being rebuilt lacks hundreds.
+FEW_UNINDEXED = 8
 
 Check = Callable[[], None]
 
@@ -66,7 +69,7 @@ def task_deliveries(
     provider retries for 21 minutes, a watched task is given up after a day), so a recent task's page does not
     read a year of archives. A task not found there is looked for in the whole log.
     """
-    if complete or _all_indexed(log_path, snapshot):
+    if complete or _mostly_indexed(log_path, snapshot):
         return read_log(log_path, Filters(task=task_id, limit=TASK_LIMIT), "callbacks", snapshot, check)
     found: list[Doc] = []
     oldest: datetime | None = None
@@ -81,10 +84,15 @@ def task_deliveries(
     return sorted(found, key=lambda d: int(d.get("id") or 0))[-TASK_LIMIT:]
 
 
-def _all_indexed(log_path: Path, snapshot: Snapshot | None) -> bool:
+def _mostly_indexed(log_path: Path, snapshot: Snapshot | None) -> bool:
+    """Whether there is a read index and it lacks at most a few archives (or there are none)."""
     if snapshot is not None:
-        return all(name in snapshot.indexed for *_, name in snapshot.archives)
-    return not unindexed(log_path, archives(log_path, "callbacks"))
+        names, indexed = [name for *_, name in snapshot.archives], set(snapshot.indexed)
+    else:
+        on_disk = archives(log_path, "callbacks")
+        names = [path.name for *_, path in on_disk]
+        indexed = set(names) - set(unindexed(log_path, on_disk))
+    return not names or (bool(indexed) and len(set(names) - indexed) <= FEW_UNINDEXED)
 
 
 def one_delivery(log_path: Path, delivery_id: int, snapshot: Snapshot | None = None) -> Doc | None:
@@ -123,28 +131,31 @@ def _indexed_delivery(log_path: Path, name: str, delivery_id: int) -> Doc | None
 def daily_outcomes(
     log_path: Path, since: date, snapshot: Snapshot | None = None, check: Check | None = None
 ) -> tuple[Counts, int] | None:
-    """Deliveries per day and outcome from `since` on, and the newest id counted, from the live table and the
-    read index (a few thousand rows summed per day in SQLite, no archive opened); None when an archive that can
-    hold some is not indexed (the caller then reads the log, see chart.tally)."""
+    """Deliveries per day and outcome from `since` on, and the newest id counted: from the live table, the read
+    index (summed per day by SQLite, no archive opened) and the few archives it lacks yet (read in full); None when
+    it lacks more than a few (being rebuilt: the caller then reads the log, see chart.tally)."""
     after = datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()
     live = read_table(log_path, "callbacks") if snapshot is None else snapshot.live
     names = archive_names(log_path, "callbacks") if snapshot is None else snapshot.archives
     index = IndexReader.open(log_path) if names else None
     counts: Counts = {}
+    docs: dict[int, Mapping[str, Any]] = dict(live)
     try:
         indexed = {} if index is None else (index.archives("callbacks") if snapshot is None else snapshot.indexed)
-        wanted = []
+        lacking = [name for *_, name in names if name not in indexed]
+        if lacking and (not indexed or len(lacking) > FEW_UNINDEXED):
+            return None
+        for name in lacking:
+            for doc_id, doc in read_tinydb(log_path.with_name(name)).get("callbacks", {}).items():
+                docs.setdefault(doc_id, doc)
         for _, _, _, name in names:
             entry = indexed.get(name)
-            if entry is None:
-                return None
-            if entry.last_at is not None and entry.last_at >= after:
-                wanted.append(entry.id)
-        for archive in wanted:
+            if entry is None or entry.last_at is None or entry.last_at < after:
+                continue
             if check is not None:
                 check()
             assert index is not None
-            for day, ok, count in index.daily(archive, after):
+            for day, ok, count in index.daily(entry.id, after):
                 outcome = "ok" if ok == 1 else "failed" if ok == 0 else "other"
                 counts.setdefault(date.fromordinal(_EPOCH + day), dict.fromkeys(OUTCOMES, 0))[outcome] += count
     except sqlite3.Error:
@@ -152,11 +163,11 @@ def daily_outcomes(
     finally:
         if index is not None:
             index.close()
-    for doc in live.values():
-        when = parse_iso(doc.get("received_at"))
+    for kept in docs.values():
+        when = parse_iso(kept.get("received_at"))
         if when is not None and when.date() >= since:
-            counts.setdefault(when.date(), dict.fromkeys(OUTCOMES, 0))[outcome_of(doc)] += 1
-    newest_id = max([*live, *(last for _, _, last, _ in names)], default=0)
+            counts.setdefault(when.date(), dict.fromkeys(OUTCOMES, 0))[outcome_of(kept)] += 1
+    newest_id = max([*docs, *(last for _, _, last, _ in names)], default=0)
     return counts, newest_id
 
 
