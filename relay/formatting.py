@@ -33,3 +33,22 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     if many is None:
         many = word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else word + "s"
     return f"{count} {many}"
+
+
+def short_time(value: Any) -> str:
+    """`2026-11-25T04:01:22.354Z` as `2026-11-25 04:01:22`: to the second, for a table."""
+    text = str(value or "")
+    return text[:19].replace("T", " ") if len(text) >= 19 and text[10:11] == "T" else text
+
+
+#: What each kind is called in alerts and on the page (callers choose the word for `unknown`).
+KIND_NAMES = {
+    "music": "Music",
+    "lyrics": "Lyrics",
+    "wav": "WAV conversion",
+    "stems": "Stem separation",
+    "midi": "MIDI",
+    "video": "Music video",
+    "cover": "Cover image",
+    "voice": "Custom voice",
+}

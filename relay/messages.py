@@ -12,23 +12,12 @@ from typing import Any
 from urllib.parse import quote
 
 from relay.codes import meaning, short_meaning
-from relay.formatting import mmss, titles
+from relay.formatting import KIND_NAMES, mmss, titles
 from relay.payloads import outcome
 
 #: Titles are cut to this many characters: what a lock screen shows on one line.
 TITLE_WIDTH = 60
 
-_KIND_NAMES = {
-    "music": "Music",
-    "lyrics": "Lyrics",
-    "wav": "WAV conversion",
-    "stems": "Stem separation",
-    "midi": "MIDI",
-    "video": "Music video",
-    "cover": "Cover image",
-    "voice": "Custom voice",
-    "unknown": "Task",
-}
 
 
 @dataclass(frozen=True)
@@ -131,7 +120,7 @@ def _why(doc: Mapping[str, Any]) -> str:
 
 
 def _failure(doc: Mapping[str, Any], link: str | None) -> Message:
-    kind = _KIND_NAMES.get(doc.get("kind") or "unknown", "Task")
+    kind = KIND_NAMES.get(doc.get("kind") or "unknown", "Task")
     code = doc.get("code")
     names, why = _names(doc), " ".join(_why(doc).split())
     title = failure_title(kind, names, why)
@@ -165,7 +154,7 @@ def _success(doc: Mapping[str, Any], link: str | None) -> Message:
     if kind == "music":
         what = "First track ready" if stage == "first" else ("Lyrics text ready" if stage == "text" else "Music ready")
     else:
-        what = f"{_KIND_NAMES.get(kind, 'Task')} ready"
+        what = f"{KIND_NAMES.get(kind, 'Task')} ready"
     shown = _names(doc)  # the titles, else the task id: four WAV alerts are still four different lines
     title = fit(f"✅ {what}: ", shown) if shown else f"✅ {what}"
     md: list[str] = []

@@ -5,16 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from relay.escaping import for_terminal
-from relay.formatting import mmss, plural, titles
+from relay.formatting import mmss, plural, short_time, titles
 from relay.output import Column
 from relay.provider.views import watch_line
 from relay.redact import mask_url
-
-
-def short_time(value: Any) -> str:
-    """`2026-11-25T04:01:22.354Z` as `2026-11-25 04:01:22`: to the second, for a table."""
-    text = str(value or "")
-    return text[:19].replace("T", " ") if len(text) >= 19 and text[10:11] == "T" else text
 
 
 def _result_colour(text: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.formatting import plural
+from relay.formatting import plural, short_time
 from relay.output import Column
 
 
@@ -12,15 +12,11 @@ def _state_colour(text: str) -> str | None:
     return {"done": "green", "failed": "red", "lost": "red", "polling": "yellow"}.get(text)
 
 
-def _short_time(value: str) -> str:
-    return value[:19].replace("T", " ") if len(value) >= 19 and value[10:11] == "T" else value
-
-
 WATCH_COLUMNS = (
     Column("task_id", "TASK", flexible=True),
     Column("kind", "KIND"),
     Column("state", "STATE", colour=_state_colour),
-    Column("watched_at", "WATCHED (UTC)", brief=_short_time),
+    Column("watched_at", "WATCHED (UTC)", brief=short_time),
     Column("polls", "POLLS"),
     Column("last_status", "PROVIDER SAYS"),
     Column("note", "NOTE", flexible=True),

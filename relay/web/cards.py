@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.codes import CODE_MEANINGS
-from relay.formatting import mmss, titles
+from relay.formatting import KIND_NAMES, mmss, titles
 from relay.payloads import advance, outcome
 from relay.web.links import delivery_href, safe_url, task_href
 
@@ -23,17 +23,6 @@ STATE_WORDS = {
     "first": "first track ready",
     "complete": "complete",
     "failed": "failed",
-}
-KIND_WORDS = {
-    "music": "Music",
-    "lyrics": "Lyrics",
-    "wav": "WAV conversion",
-    "stems": "Stem separation",
-    "midi": "MIDI",
-    "video": "Music video",
-    "cover": "Cover image",
-    "voice": "Custom voice",
-    "unknown": "Callback",
 }
 
 
@@ -128,7 +117,7 @@ class TaskCard:
     @property
     def heading(self) -> str:
         """Titles, else what the task is."""
-        return ", ".join(self.titles) or f"{KIND_WORDS.get(self.kinds[0] if self.kinds else '', 'Callback')}"
+        return ", ".join(self.titles) or f"{KIND_NAMES.get(self.kinds[0] if self.kinds else '', 'Callback')}"
 
 
 def card_key(doc: Mapping[str, Any]) -> str:
@@ -139,7 +128,7 @@ def card_key(doc: Mapping[str, Any]) -> str:
 
 def explain_failure(doc: Mapping[str, Any]) -> str:
     """A failed delivery in words: what failed, the code and what it means, what the provider said."""
-    kind = KIND_WORDS.get(doc.get("kind") or "unknown", "Callback")
+    kind = KIND_NAMES.get(doc.get("kind") or "unknown", "Callback")
     code = doc.get("code")
     words = f"{kind} failed"
     if isinstance(code, int) and code != 200:
