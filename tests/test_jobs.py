@@ -63,6 +63,18 @@ async def running(tmp_path: Path, kind: Scripted) -> AsyncIterator[tuple[Deliver
         await store.close()
 
 
+def fill_disk(queue: JobQueue, refuses: Callable[[str, int | None], bool]) -> None:
+    """Make the queue's writes fail as on a full disk wherever `refuses(table, doc_id)` says so."""
+    real_put = queue.db.put
+
+    async def put(table: str, doc: dict[str, Any], doc_id: int | None = None) -> int:
+        if refuses(table, doc_id):
+            raise StoreError("No space left on device")
+        return await real_put(table, doc, doc_id)
+
+    queue.db.put = put  # type: ignore[method-assign]
+
+
 async def until(condition: Callable[[], Any], limit: float = 20.0) -> None:
     """Poll `condition` on the loop with a generous limit."""
     async with asyncio.timeout(limit):
@@ -91,14 +103,7 @@ def test_failed_write_of_a_result_never_causes_a_resend(tmp_path: Path) -> None:
         kind = Scripted(lambda job: Attempt(False, "target down"))
         kind.retry_base = kind.retry_max = 3600.0
         async with running(tmp_path, kind) as (store, queue):
-            real_put = queue.db.put
-
-            async def full_disk(table: str, doc: dict[str, Any], doc_id: int | None = None) -> int:
-                if table == "scripted" and doc_id is not None:
-                    raise StoreError("No space left on device")
-                return await real_put(table, doc, doc_id)
-
-            queue.db.put = full_disk  # type: ignore[method-assign]
+            fill_disk(queue, lambda table, doc_id: table == "scripted" and doc_id is not None)
             await store.record(callback("b"))
             await until(lambda: kind.performed == ["job:b"] and not queue._inflight)
             for _ in range(50):  # the worker's own dispatch, run again and again: nothing is due
@@ -115,14 +120,7 @@ def test_success_whose_result_is_not_recorded_is_not_repeated_while_running(tmp_
     async def main() -> None:
         kind = Scripted()
         async with running(tmp_path, kind) as (store, queue):
-            real_put = queue.db.put
-
-            async def full_disk(table: str, doc: dict[str, Any], doc_id: int | None = None) -> int:
-                if table == "scripted" and doc_id is not None:
-                    raise StoreError("No space left on device")
-                return await real_put(table, doc, doc_id)
-
-            queue.db.put = full_disk  # type: ignore[method-assign]
+            fill_disk(queue, lambda table, doc_id: table == "scripted" and doc_id is not None)
             await store.record(callback("c"))
             await until(lambda: kind.performed == ["job:c"] and not queue._inflight)
             for _ in range(20):
@@ -139,15 +137,8 @@ def test_cursor_waits_for_jobs_that_could_not_be_queued(tmp_path: Path) -> None:
     async def main() -> None:
         kind = Scripted()
         async with running(tmp_path, kind) as (store, queue):
-            real_put = queue.db.put
             broken = True
-
-            async def full_disk(table: str, doc: dict[str, Any], doc_id: int | None = None) -> int:
-                if broken and table != "meta":
-                    raise StoreError("No space left on device")
-                return await real_put(table, doc, doc_id)
-
-            queue.db.put = full_disk  # type: ignore[method-assign]
+            fill_disk(queue, lambda table, doc_id: broken and table != "meta")
             first = await store.record(callback("d"))
             await store.record(callback("e"))
             await until(lambda: queue._lagging)
@@ -164,14 +155,7 @@ def test_cursor_is_not_persisted_past_unqueued_jobs_across_restart(tmp_path: Pat
     async def main() -> None:
         kind = Scripted()
         async with running(tmp_path, kind) as (store, queue):
-            real_put = queue.db.put
-
-            async def full_disk(table: str, doc: dict[str, Any], doc_id: int | None = None) -> int:
-                if table != "meta":
-                    raise StoreError("No space left on device")
-                return await real_put(table, doc, doc_id)
-
-            queue.db.put = full_disk  # type: ignore[method-assign]
+            fill_disk(queue, lambda table, doc_id: table != "meta")
             await store.record(callback("f"))
             await until(lambda: queue._lagging)
         again = Scripted()
