@@ -127,18 +127,21 @@ class JobQueue:
     def offer(self, delivery: Delivery) -> None:
         """Store subscriber: queue what a recorded delivery calls for, without delaying its acknowledgement."""
         previous = self._chain
-        if (previous is None or previous.done()) and not self._lagging and not self._wanted(delivery):
+        wanted = self._wanted(delivery)  # decided once; enqueue skips a key an earlier delivery queued meanwhile
+        if (previous is None or previous.done()) and not self._lagging and not wanted:
             self._cursor = max(self._cursor, delivery["id"])  # nothing to do: decided without a task
             return
-        self._chain = asyncio.ensure_future(self._after(previous, delivery))
+        self._chain = asyncio.ensure_future(self._after(previous, delivery, wanted))
 
-    async def _after(self, previous: asyncio.Future[Any] | None, delivery: Delivery) -> None:
+    async def _after(
+        self, previous: asyncio.Future[Any] | None, delivery: Delivery, wanted: list[tuple[str, JobSpec]]
+    ) -> None:
         if previous is not None:  # in order, so the cursor only moves forward
             with contextlib.suppress(Exception):
                 await previous
         if self._lagging:
             return  # the catch-up reads this delivery from the log
-        await self._consider(delivery)
+        await self._consider(delivery, wanted)
 
     def _wanted(self, delivery: Delivery) -> list[tuple[str, JobSpec]]:
         wanted = []
@@ -148,9 +151,9 @@ class JobQueue:
                     wanted.append((name, spec))
         return wanted
 
-    async def _consider(self, delivery: Delivery) -> None:
+    async def _consider(self, delivery: Delivery, wanted: list[tuple[str, JobSpec]] | None = None) -> None:
         try:
-            for name, spec in self._wanted(delivery):
+            for name, spec in self._wanted(delivery) if wanted is None else wanted:
                 await self.enqueue(name, spec)
         except StoreError as exc:
             # The cursor stays before this delivery until its jobs are durable; the log is read again later.
