@@ -157,5 +157,20 @@ def main(argv: list[str]) -> int:
         time.sleep(3600)
 
 
+def tunnel_settings(folder: Path) -> dict[str, Any]:
+    """[tunnel] settings pointing pyngrok at a fake agent installed in `folder`, checked every 0.5 s."""
+    exe = install(folder / "ngrok")
+    (folder / "ngrok.yml").write_text('version: "3"\n')
+    return {
+        "provider": "ngrok",
+        "public_url": "",
+        "authtoken": "good-token-123",
+        "ngrok_path": str(exe),
+        "ngrok_config": str(folder / "ngrok.yml"),
+        "check_interval": 0.5,
+    }
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+

@@ -22,16 +22,7 @@ from tests.family import music
 @pytest.fixture
 def agent(tmp_path: Path) -> dict[str, str]:
     """tunnel settings pointing pyngrok at the fake agent."""
-    exe = fake_ngrok.install(tmp_path / "ngrok")
-    (tmp_path / "ngrok.yml").write_text('version: "3"\n')
-    return {
-        "provider": "ngrok",
-        "public_url": "",
-        "authtoken": "good-token-123",
-        "ngrok_path": str(exe),
-        "ngrok_config": str(tmp_path / "ngrok.yml"),
-        "check_interval": 0.5,
-    }
+    return fake_ngrok.tunnel_settings(tmp_path)
 
 
 def state(tmp_path: Path) -> dict[str, Any]:

@@ -26,16 +26,7 @@ FAST = {"poll_after": 0.5, "poll_interval": 0.3, "give_up_after": 3600}
 @pytest.fixture
 def ngrok_agent(tmp_path: Path) -> dict[str, str]:
     """tunnel settings pointing pyngrok at the fake ngrok agent (tests/fake_ngrok.py)."""
-    exe = fake_ngrok.install(tmp_path / "ngrok")
-    (tmp_path / "ngrok.yml").write_text('version: "3"\n')
-    return {
-        "provider": "ngrok",
-        "public_url": "",
-        "authtoken": "good-token-123",
-        "ngrok_path": str(exe),
-        "ngrok_config": str(tmp_path / "ngrok.yml"),
-        "check_interval": 0.5,
-    }
+    return fake_ngrok.tunnel_settings(tmp_path)
 
 
 def start(make_relay: Any, fake: FakeProvider, /, capture: CaptureServer | None = None, **settings: Any) -> Any:
